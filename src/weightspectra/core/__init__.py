@@ -1,0 +1,1 @@
+"""Numeric core: numpy and scipy only. Never imports sources, frameworks or the report layer."""

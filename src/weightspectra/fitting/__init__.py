@@ -1,0 +1,1 @@
+"""Fits of eigenvalue distributions: power law (xmin by KS distance) and friends."""

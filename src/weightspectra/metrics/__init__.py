@@ -1,0 +1,1 @@
+"""Per-layer metrics from eigenvalues and fits, and model-level aggregates."""

@@ -1,0 +1,215 @@
+"""Analysis options: enums built from user strings, and one frozen, validated options object."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, fields, replace
+from enum import Enum
+from typing import Any, TypeVar
+
+from weightspectra.errors import OptionError
+
+_E = TypeVar("_E", bound=Enum)
+
+
+def parse_enum(enum_type: type[_E], value: _E | str, option: str) -> _E:
+    """Return ``value`` as a member of ``enum_type``; a typo fails with the valid choices.
+
+    Raises
+    ------
+    OptionError
+        If ``value`` names no member.
+    """
+    if isinstance(value, enum_type):
+        return value
+    if isinstance(value, str):
+        key = value.strip().lower().replace("-", "_")
+        for member in enum_type:
+            if key in (str(member.value).lower(), member.name.lower()):
+                return member
+    choices = ", ".join(repr(m.value) for m in enum_type)
+    raise OptionError(f"{option}={value!r} is not valid; choose one of {choices}")
+
+
+class LayerType(str, Enum):
+    """The kind of layer a weight tensor belongs to; decides how it becomes 2-D matrices."""
+
+    DENSE = "dense"
+    EMBEDDING = "embedding"
+    CONV1D = "conv1d"
+    CONV2D = "conv2d"
+    CONV3D = "conv3d"
+    CONV_TRANSPOSE1D = "conv_transpose1d"
+    CONV_TRANSPOSE2D = "conv_transpose2d"
+    CONV_TRANSPOSE3D = "conv_transpose3d"
+    ATTENTION_IN_PROJ = "attention_in_proj"
+    LSTM = "lstm"
+    GRU = "gru"
+    MOE_EXPERTS = "moe_experts"
+    UNKNOWN = "unknown"
+
+
+class EigenMethod(str, Enum):
+    """How eigenvalues are computed: from the smaller Gram matrix, or by a full SVD (exact)."""
+
+    GRAM = "gram"
+    SVD = "svd"
+
+
+class Precision(str, Enum):
+    """Floating-point precision of the eigenvalue computation."""
+
+    FLOAT64 = "float64"
+    FLOAT32 = "float32"
+
+
+@dataclass(frozen=True)
+class Options:
+    """Validated, immutable options of one analysis.
+
+    Parameters
+    ----------
+    layers : sequence of int, str or LayerType, optional
+        Keep only these layers: ints are layer ids, strings that name a :class:`LayerType` select
+        a type, any other string is a regular expression searched in layer names. ``None`` keeps
+        all.
+    exclude : sequence of int, str or LayerType, optional
+        Drop these layers (same forms as ``layers``).
+    min_evals : int, default 8
+        Layers with fewer eigenvalues are skipped (reported, not analysed).
+    max_evals : int, optional
+        Layers with more eigenvalues (``M``) are skipped; ``None`` (default) keeps all.
+    pool : bool, default True
+        Pool the kernel-position slices of a convolution into one spectrum (the peer's default).
+        ``False`` gives one row per slice.
+    normalize : bool, default False
+        Divide the Gram matrix by N (the theory convention). α is unchanged, every norm changes.
+    conv_scaling : bool, default True
+        Scale convolution slices as the peer does: by √(1/2) when pooled, by √(rf/2) when not.
+    split_fused_qkv : bool, default False
+        Split fused attention projections (GPT-2 ``c_attn``, ``query_key_value``) into Q, K, V.
+    eig_method : EigenMethod or str, default "gram"
+        ``"gram"`` (eigenvalues of the smaller Gram matrix, fast) or ``"svd"`` (exact, slow).
+    precision : Precision or str, default "float64"
+        Precision of the Gram matrix and its eigenvalues. ``"float32"`` is faster; see the docs
+        for its stated accuracy.
+    """
+
+    layers: tuple[int | str | LayerType, ...] | None = None
+    exclude: tuple[int | str | LayerType, ...] = ()
+    min_evals: int = 8
+    max_evals: int | None = None
+    pool: bool = True
+    normalize: bool = False
+    conv_scaling: bool = True
+    split_fused_qkv: bool = False
+    eig_method: EigenMethod = EigenMethod.GRAM
+    precision: Precision = Precision.FLOAT64
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        if self.layers is not None:
+            set_(self, "layers", _as_selector(self.layers, "layers"))
+        set_(self, "exclude", _as_selector(self.exclude, "exclude"))
+        set_(self, "eig_method", parse_enum(EigenMethod, self.eig_method, "eig_method"))
+        set_(self, "precision", parse_enum(Precision, self.precision, "precision"))
+        for name in ("min_evals", "max_evals"):
+            value = getattr(self, name)
+            if value is None and name == "max_evals":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise OptionError(f"{name} must be a positive integer, got {value!r}")
+        if self.max_evals is not None and self.max_evals < self.min_evals:
+            raise OptionError(
+                f"max_evals={self.max_evals} is below min_evals={self.min_evals}; "
+                "raise max_evals or lower min_evals"
+            )
+        for name in ("pool", "normalize", "conv_scaling", "split_fused_qkv"):
+            if not isinstance(getattr(self, name), bool):
+                raise OptionError(f"{name} must be True or False, got {getattr(self, name)!r}")
+
+    @classmethod
+    def from_kwargs(cls, **kwargs: Any) -> Options:
+        """Build options from keyword arguments; an unknown keyword fails with the valid ones."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(kwargs) - known)
+        if unknown:
+            raise OptionError(
+                f"unknown option(s) {', '.join(unknown)}; valid options are "
+                f"{', '.join(sorted(known))}"
+            )
+        return cls(**kwargs)
+
+    def replace(self, **changes: Any) -> Options:
+        """Return a copy with ``changes`` applied (validated again)."""
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, JSON-ready form of the options (used in reports and cache keys)."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, Enum):
+                value = value.value
+            elif isinstance(value, tuple):
+                value = [v.value if isinstance(v, Enum) else v for v in value]
+            out[f.name] = value
+        return out
+
+
+def _as_selector(
+    values: Iterable[int | str | LayerType] | int | str | LayerType, option: str
+) -> tuple[int | str | LayerType, ...]:
+    items: Sequence[Any]
+    if isinstance(values, (int, str, LayerType)):
+        items = [values]
+    else:
+        items = list(values)
+    out: list[int | str | LayerType] = []
+    type_names = {t.value for t in LayerType}
+    for item in items:
+        if isinstance(item, LayerType):
+            out.append(item)
+        elif isinstance(item, bool):
+            raise OptionError(f"{option}: {item!r} is not a layer id, type or name pattern")
+        elif isinstance(item, int):
+            if item < 0:
+                raise OptionError(
+                    f"{option}: layer id {item} is negative; use exclude=[{-item}] to drop a layer"
+                )
+            out.append(item)
+        elif isinstance(item, str):
+            if item.lower() in type_names:
+                out.append(LayerType(item.lower()))
+            else:
+                try:
+                    re.compile(item)
+                except re.error as exc:
+                    raise OptionError(
+                        f"{option}: {item!r} is neither a layer type "
+                        f"({', '.join(sorted(type_names))}) nor a valid regular expression: {exc}"
+                    ) from exc
+                out.append(item)
+        else:
+            raise OptionError(
+                f"{option}: {item!r} ({type(item).__name__}) is not a layer id (int), "
+                "layer type or name pattern (str)"
+            )
+    return tuple(out)
+
+
+def selects(
+    selector: tuple[int | str | LayerType, ...], layer_id: int, name: str, layer_type: LayerType
+) -> bool:
+    """True if a layer matches any item of ``selector`` (id, type, or regex searched in name)."""
+    for item in selector:
+        if isinstance(item, LayerType):
+            if item is layer_type:
+                return True
+        elif isinstance(item, int):
+            if item == layer_id:
+                return True
+        elif re.search(item, name):
+            return True
+    return False
