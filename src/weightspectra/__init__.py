@@ -1,5 +1,12 @@
-"""weightspectra: judge trained neural networks by the spectra of their weight matrices."""
+"""weightspectra: judge trained neural networks by the spectra of their weight matrices.
 
+>>> import weightspectra as ws
+>>> report = ws.analyze("model.safetensors")      # doctest: +SKIP
+>>> report.to_pandas(); report.summary; report.skipped   # doctest: +SKIP
+"""
+
+from weightspectra._version import __version__
+from weightspectra.analysis import Progress, analyze, describe
 from weightspectra.errors import (
     CorruptFileError,
     InputError,
@@ -14,14 +21,15 @@ from weightspectra.errors import (
     WeightSpectraWarning,
 )
 from weightspectra.options import EigenMethod, LayerType, Options, Precision
-
-__version__ = "0.1.0"
+from weightspectra.report import LayerResult, Report, Status
+from weightspectra.sources import open_model
 
 __all__ = [
     "CorruptFileError",
     "EigenMethod",
     "InputError",
     "LayerError",
+    "LayerResult",
     "LayerType",
     "MissingDependencyError",
     "ModelFileNotFoundError",
@@ -29,9 +37,15 @@ __all__ = [
     "OptionError",
     "Options",
     "Precision",
+    "Progress",
+    "Report",
+    "Status",
     "UnsafeFileError",
     "UnsupportedInputError",
     "WeightSpectraError",
     "WeightSpectraWarning",
     "__version__",
+    "analyze",
+    "describe",
+    "open_model",
 ]

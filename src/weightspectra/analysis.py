@@ -1,0 +1,271 @@
+"""The pipeline: source → tensors → matrices → spectra → fits → layer results → report.
+
+Every tensor of the source becomes one or more rows; a tensor that is not analysed, or whose
+analysis fails, keeps its row with the reason, and never stops the run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from weightspectra._version import __version__
+from weightspectra.core.eigen import layer_eigenvalues
+from weightspectra.core.layers import GroupPlan, infer_layer_type, plan_groups
+from weightspectra.errors import LayerError, OptionError
+from weightspectra.fitting.powerlaw import FitError, fit_power_law
+from weightspectra.metrics.layer import alpha_warning, fit_metrics, norm_metrics
+from weightspectra.options import EigenMethod, LayerType, Options, selects
+from weightspectra.report.results import LayerResult, Report, Status
+from weightspectra.sources import Source, TensorEntry, open_model
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One step of a running analysis, passed to a ``progress`` callback.
+
+    Attributes
+    ----------
+    done, total : int
+        Tensors finished so far, and in all.
+    name : str
+        The tensor just finished.
+    """
+
+    done: int
+    total: int
+    name: str
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+@dataclass(frozen=True)
+class TensorPlan:
+    """What will be done with one tensor: its rows, or the reason it gives a single skipped row."""
+
+    layer_id: int
+    entry: TensorEntry
+    layer_type: LayerType
+    groups: tuple[GroupPlan, ...]
+    skip_reason: str = ""
+
+
+def _resolve_options(options: Options | None, kwargs: Mapping[str, Any]) -> Options:
+    if options is None:
+        return Options.from_kwargs(**kwargs)
+    if not isinstance(options, Options):
+        raise OptionError(
+            f"options must be a weightspectra.Options, got {type(options).__name__}; "
+            "or pass the options as keyword arguments"
+        )
+    return options.replace(**kwargs) if kwargs else options
+
+
+def plan(source: Source, options: Options) -> list[TensorPlan]:
+    """Decide, from names and shapes alone, what each tensor of ``source`` becomes."""
+    shapes = {e.key: e.shape for e in source.entries}
+    plans = []
+    for layer_id, entry in enumerate(source.entries):
+        plans.append(_plan_entry(layer_id, entry, shapes, options))
+    return plans
+
+
+def _plan_entry(
+    layer_id: int, entry: TensorEntry, shapes: Mapping[str, tuple[int, ...]], options: Options
+) -> TensorPlan:
+    def skip(reason: str, layer_type: LayerType = LayerType.UNKNOWN) -> TensorPlan:
+        return TensorPlan(layer_id, entry, layer_type, (), reason)
+
+    if entry.tied_to is not None:
+        return skip(f"tied to {entry.tied_to} (shared weights are analysed once)")
+    if not entry.is_float:
+        return skip(f"{entry.dtype} tensor (a buffer such as ids or a mask), not weights")
+    if len(entry.shape) < 2:
+        return skip(f"{len(entry.shape)}-D tensor (a bias or norm scale), not a matrix")
+    if entry.key.endswith("bias"):
+        return skip("bias, not a weight matrix")
+    if entry.layer_type is not None:
+        layer_type, why = entry.layer_type, ""
+    else:
+        layer_type, why = infer_layer_type(entry.key, entry.shape, shapes)
+    if layer_type is LayerType.UNKNOWN:
+        return skip(why)
+    if options.layers is not None and not selects(
+        options.layers, layer_id, entry.name, layer_type
+    ):
+        return skip("not selected by the layers option", layer_type)
+    if options.exclude and selects(options.exclude, layer_id, entry.name, layer_type):
+        return skip("excluded by the exclude option", layer_type)
+    try:
+        groups = plan_groups(entry.key, entry.shape, layer_type, options)
+    except ValueError as exc:
+        return skip(str(exc), layer_type)
+    return TensorPlan(layer_id, entry, layer_type, tuple(groups))
+
+
+def _group_skip_reason(group: GroupPlan, options: Options) -> str:
+    if group.num_evals < options.min_evals:
+        return (
+            f"only {group.num_evals} eigenvalues ({group.rows}×{group.cols}"
+            f"{f' ×{group.count} slices' if group.count > 1 else ''}), fewer than "
+            f"min_evals={options.min_evals}"
+        )
+    if options.max_evals is not None and group.M > options.max_evals:
+        return f"M={group.M} exceeds max_evals={options.max_evals}"
+    return ""
+
+
+def _base_row(tp: TensorPlan, group: GroupPlan | None, status: Status, reason: str) -> LayerResult:
+    suffix = group.suffix if group is not None else ""
+    return LayerResult(
+        layer_id=tp.layer_id,
+        name=tp.entry.name + suffix,
+        key=tp.entry.key,
+        layer_type=tp.layer_type.value,
+        status=status,
+        reason=reason,
+        shape=tp.entry.shape,
+        N=group.N if group else (max(tp.entry.shape[-2:]) if len(tp.entry.shape) >= 2 else 0),
+        M=group.M if group else (min(tp.entry.shape[-2:]) if len(tp.entry.shape) >= 2 else 0),
+        rf=group.count if group else 1,
+        num_evals=group.num_evals if group else 0,
+    )
+
+
+def spectrum_metrics(evals: np.ndarray, N: int, M: int, options: Options) -> dict[str, Any]:
+    """All metric columns of one ESD: norms, ranks, entropy, power-law fit, warning."""
+    metrics: dict[str, Any] = norm_metrics(
+        evals, N, M, exact=options.eig_method is EigenMethod.SVD
+    )
+    try:
+        fit = fit_power_law(evals)
+    except FitError as exc:
+        metrics.update({"alpha": None, "warning": "fit-failed", "fit_error": str(exc)})
+        return metrics
+    metrics.update(fit_metrics(evals, fit))
+    metrics["warning"] = alpha_warning(fit.alpha, fit.small_sample)
+    return metrics
+
+
+def analyze_tensor(tp: TensorPlan, options: Options) -> list[LayerResult]:
+    """Rows of one planned tensor; loads it once if any of its groups is analysed."""
+    if tp.skip_reason:
+        return [_base_row(tp, None, Status.SKIPPED, tp.skip_reason)]
+    reasons = [_group_skip_reason(g, options) for g in tp.groups]
+    if all(reasons):
+        return [_base_row(tp, g, Status.SKIPPED, r) for g, r in zip(tp.groups, reasons)]
+    try:
+        tensor = tp.entry.load()
+    except Exception as exc:  # noqa: BLE001 - any reader error becomes this layer's failed row
+        return [
+            _base_row(tp, g, Status.FAILED, f"could not read the tensor: {exc}") for g in tp.groups
+        ]
+    rows = []
+    for group, reason in zip(tp.groups, reasons):
+        if reason:
+            rows.append(_base_row(tp, group, Status.SKIPPED, reason))
+            continue
+        base = _base_row(tp, group, Status.OK, "")
+        what = f"layer {base.name} {tp.entry.shape} {tp.entry.dtype}"
+        try:
+            evals = layer_eigenvalues(
+                group.take(tensor),
+                method=options.eig_method,
+                precision=options.precision,
+                eig_scale=group.eig_scale,
+                normalize_by=group.N if options.normalize else None,
+                what=what,
+            )
+        except LayerError as exc:
+            rows.append(_base_row(tp, group, Status.FAILED, str(exc)))
+            continue
+        metrics = spectrum_metrics(evals, group.N, group.M, options)
+        rows.append(_with(base, metrics=metrics, evals=evals))
+    return rows
+
+
+def _with(row: LayerResult, **changes: Any) -> LayerResult:
+    from dataclasses import replace
+
+    return replace(row, **changes)
+
+
+def iter_results(
+    source: Source, options: Options, progress: ProgressCallback | None = None
+) -> Iterator[LayerResult]:
+    """Analyse ``source`` tensor by tensor, yielding rows as they are ready."""
+    plans = plan(source, options)
+    total = len(plans)
+    for i, tp in enumerate(plans):
+        yield from analyze_tensor(tp, options)
+        if progress is not None:
+            progress(Progress(i + 1, total, tp.entry.name))
+
+
+def analyze(
+    model: object,
+    options: Options | None = None,
+    *,
+    progress: ProgressCallback | None = None,
+    **kwargs: Any,
+) -> Report:
+    """Analyse the weight spectra of a model, layer by layer.
+
+    Parameters
+    ----------
+    model : nn.Module, mapping or path
+        An ``nn.Module``, a state dict, a ``{name: ndarray}`` dict, or a path to a
+        ``.safetensors`` / ``.pt`` / ``.bin`` / ``.npz`` file or a (sharded) checkpoint folder.
+    options : Options, optional
+        Analysis options; keyword arguments (``min_evals=8``, ``pool=True``, ``layers=[...]``,
+        ...) are accepted instead or on top (see :class:`~weightspectra.options.Options`).
+    progress : callable, optional
+        Called with a :class:`Progress` after each tensor.
+
+    Returns
+    -------
+    Report
+        One row per matrix (``report.to_pandas()``), ``report.summary``, ``report.skipped``.
+
+    Raises
+    ------
+    OptionError
+        On an unknown or invalid option.
+    InputError, UnsupportedInputError, MissingDependencyError
+        If the model cannot be opened (the message names the file and the fix).
+
+    Examples
+    --------
+    >>> import numpy as np, weightspectra as ws
+    >>> w = np.random.default_rng(0).standard_normal((300, 100))
+    >>> report = ws.analyze({"fc.weight": w})
+    >>> report.analysed[0].num_evals
+    100
+    """
+    opts = _resolve_options(options, kwargs)
+    source = open_model(model)
+    layers = tuple(iter_results(source, opts, progress))
+    return Report(source=source.description, options=opts.to_dict(), layers=layers,
+                  version=__version__)
+
+
+def describe(model: object, options: Options | None = None, **kwargs: Any) -> Report:
+    """Plan an analysis without computing anything: layer names, types, shapes, eigenvalue
+    counts, and what would be skipped and why. Reads file headers only."""
+    opts = _resolve_options(options, kwargs)
+    source = open_model(model)
+    rows: list[LayerResult] = []
+    for tp in plan(source, opts):
+        if tp.skip_reason:
+            rows.append(_base_row(tp, None, Status.SKIPPED, tp.skip_reason))
+            continue
+        for group in tp.groups:
+            reason = _group_skip_reason(group, opts)
+            status = Status.SKIPPED if reason else Status.PLANNED
+            rows.append(_base_row(tp, group, status, reason))
+    return Report(source=source.description, options=opts.to_dict(), layers=tuple(rows),
+                  version=__version__)

@@ -1,0 +1,181 @@
+"""Text renderings of a report: aligned table, CSV, JSON, markdown. Pure string functions."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections import Counter
+from enum import Enum
+
+from weightspectra.report.results import ID_COLUMNS, LayerResult, Report, Status, Value
+
+
+class Format(str, Enum):
+    """Output formats of :func:`render`."""
+
+    TABLE = "table"
+    CSV = "csv"
+    JSON = "json"
+    MARKDOWN = "markdown"
+
+
+#: Columns shown in the terminal table and markdown (CSV and JSON carry every column).
+TABLE_COLUMNS = (
+    "layer_id",
+    "name",
+    "layer_type",
+    "N",
+    "M",
+    "num_evals",
+    "alpha",
+    "alpha_weighted",
+    "log_alpha_norm",
+    "log_norm",
+    "log_spectral_norm",
+    "stable_rank",
+    "D",
+    "num_pl_spikes",
+    "warning",
+)
+_SHORT = {"layer_type": "type", "num_evals": "evals", "num_pl_spikes": "spikes"}
+_LEFT = {"name", "layer_type", "warning", "status", "reason"}
+
+
+def fmt_value(value: Value) -> str:
+    """Compact, stable text form of a cell."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        if value != 0 and (abs(value) >= 1e6 or abs(value) < 1e-3):
+            return f"{value:.3e}"
+        return f"{value:.4f}"
+    return str(value)
+
+
+def csv_columns(rows: list[dict[str, Value]]) -> list[str]:
+    """Identity columns first, then every other column in first-seen order."""
+    cols = list(ID_COLUMNS)
+    for row in rows:
+        for key in row:
+            if key not in cols:
+                cols.append(key)
+    return cols
+
+
+def to_csv(report: Report, include: str = "analysed") -> str:
+    """Every column of every row, ``repr``-exact floats (round-trips through pandas)."""
+    rows = report.rows(include)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=csv_columns(rows), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
+    return buf.getvalue()
+
+
+def _grid(header: list[str], body: list[list[str]], left: set[int]) -> list[str]:
+    widths = [max(len(h), *(len(r[i]) for r in body)) if body else len(h)
+              for i, h in enumerate(header)]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(c.ljust(w) if i in left else c.rjust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+    return [line(header), line(["-" * w for w in widths]), *(line(r) for r in body)]
+
+
+def _not_analysed(report: Report) -> list[str]:
+    """Lines summarising skipped and failed rows: routine skips counted, others listed."""
+    routine: Counter[str] = Counter()
+    listed: list[LayerResult] = []
+    for r in report.layers:
+        if r.status is Status.SKIPPED and ("-D tensor (a bias" in r.reason
+                                           or r.reason.startswith("bias,")):
+            routine["biases and norm scales (1-D)"] += 1
+        elif r.status is Status.SKIPPED and "a buffer such as" in r.reason:
+            routine["non-float buffers"] += 1
+        elif r.status is Status.SKIPPED and r.reason.startswith("not selected"):
+            routine["not selected by --layers"] += 1
+        elif r.status is Status.SKIPPED and r.reason.startswith("excluded"):
+            routine["excluded by --exclude"] += 1
+        elif r.status in (Status.SKIPPED, Status.FAILED):
+            listed.append(r)
+    lines = []
+    if routine:
+        parts = ", ".join(f"{n} {what}" for what, n in routine.items())
+        lines.append(f"Not analysed by rule: {parts}.")
+    for r in listed:
+        lines.append(f"  {r.status.value:7s} {r.name}: {r.reason}")
+    return lines
+
+
+def _summary_lines(report: Report) -> list[str]:
+    s = report.summary
+    if "num_planned" in s:
+        return [f"Plan ({report.source}): {s['num_planned']} matrices to analyse, "
+                f"{s['num_skipped']} tensors skipped"]
+    counts = (f"{s['num_layers']} analysed, {s['num_skipped']} skipped, "
+              f"{s['num_failed']} failed, {s['num_fit_failed']} power-law fits failed")
+    lines = [f"Model summary ({report.source}): {counts}"]
+    for key, value in s.items():
+        if not key.startswith("num_"):
+            lines.append(f"  {key:18s} {fmt_value(value)}")
+    return lines
+
+
+def to_table(report: Report, include: str = "analysed") -> str:
+    """Aligned text table of the main columns, the model summary, and what was not analysed."""
+    rows = report.rows(include)
+    cols = [c for c in TABLE_COLUMNS if c in ID_COLUMNS or any(c in r for r in rows)]
+    if include == "all":
+        cols += ["status", "reason"]
+    header = [_SHORT.get(c, c) for c in cols]
+    body = [[fmt_value(r.get(c)) for c in cols] for r in rows]
+    left = {i for i, c in enumerate(cols) if c in _LEFT}
+    out = _grid(header, body, left) if rows else ["(no layer was analysed)"]
+    out += ["", *_summary_lines(report)]
+    extra = _not_analysed(report)
+    if extra:
+        out += ["", *extra]
+    return "\n".join(out) + "\n"
+
+
+def to_markdown(report: Report, include: str = "analysed") -> str:
+    """GitHub-flavoured markdown: the layer table, then the summary table."""
+    rows = report.rows(include)
+    cols = [c for c in TABLE_COLUMNS if c in ID_COLUMNS or any(c in r for r in rows)]
+    lines = [f"## weightspectra report: {report.source}", ""]
+    lines.append("| " + " | ".join(cols) + " |")
+    lines.append("|" + "|".join("---" if c in _LEFT else "---:" for c in cols) + "|")
+    for r in rows:
+        lines.append("| " + " | ".join(fmt_value(r.get(c)).replace("|", "\\|")
+                                       for c in cols) + " |")
+    lines += ["", "| summary | value |", "|---|---:|"]
+    lines += [f"| {k} | {fmt_value(v)} |" for k, v in report.summary.items()]
+    extra = _not_analysed(report)
+    if extra:
+        lines += ["", *(f"- {ln.strip()}" for ln in extra)]
+    return "\n".join(lines) + "\n"
+
+
+def render(report: Report, fmt: Format | str = Format.TABLE, include: str = "analysed") -> str:
+    """Render ``report`` as text in ``fmt`` (table, csv, json or markdown)."""
+    from weightspectra.options import parse_enum
+
+    fmt = parse_enum(Format, fmt, "format")
+    if fmt is Format.CSV:
+        return to_csv(report, include)
+    if fmt is Format.JSON:
+        return report.to_json() + "\n"
+    if fmt is Format.MARKDOWN:
+        return to_markdown(report, include)
+    return to_table(report, include)

@@ -1,0 +1,223 @@
+"""Safetensors files and sharded folders, read with numpy alone (no torch, no safetensors).
+
+The format: an 8-byte little-endian header length, a JSON header mapping each tensor name to
+``{"dtype", "shape", "data_offsets": [begin, end]}`` (offsets relative to the end of the header),
+then the raw little-endian data. Tensors are memory-mapped, so one is in memory at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+import struct
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from weightspectra.errors import CorruptFileError, InputError
+from weightspectra.sources.base import Source, TensorEntry, in_model_order
+
+#: A header longer than this is not a real safetensors header (the format caps it at 100 MB).
+MAX_HEADER_BYTES = 100_000_000
+
+_DTYPES: dict[str, tuple[str, str]] = {
+    # safetensors dtype -> (canonical name, numpy storage dtype)
+    "F64": ("float64", "<f8"),
+    "F32": ("float32", "<f4"),
+    "F16": ("float16", "<f2"),
+    "BF16": ("bfloat16", "<u2"),
+    "I64": ("int64", "<i8"),
+    "I32": ("int32", "<i4"),
+    "I16": ("int16", "<i2"),
+    "I8": ("int8", "i1"),
+    "U8": ("uint8", "u1"),
+    "BOOL": ("bool", "?"),
+}
+
+
+def read_header(path: Path) -> tuple[dict[str, Any], int]:
+    """Parse and validate the header of a safetensors file.
+
+    Returns
+    -------
+    (dict, int)
+        The tensor table (without ``__metadata__``) and the byte offset where data starts.
+
+    Raises
+    ------
+    CorruptFileError
+        If the file is truncated, the header is not JSON, or a tensor's offsets do not fit.
+    """
+    size = path.stat().st_size
+    with path.open("rb") as fh:
+        head = fh.read(8)
+        if len(head) < 8:
+            raise CorruptFileError(
+                f"{path}: {size} bytes is too short for a safetensors file (no header length); "
+                "the file is truncated or not safetensors"
+            )
+        (length,) = struct.unpack("<Q", head)
+        if length > MAX_HEADER_BYTES or 8 + length > size:
+            raise CorruptFileError(
+                f"{path}: header length {length} does not fit a {size}-byte file; the file is "
+                "truncated or not safetensors (re-download or re-save it)"
+            )
+        raw = fh.read(length)
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CorruptFileError(
+            f"{path}: the safetensors header is not valid JSON ({exc}); the file is corrupt"
+        ) from exc
+    if not isinstance(header, dict):
+        raise CorruptFileError(f"{path}: the safetensors header is not a JSON object")
+    header.pop("__metadata__", None)
+    data_start = 8 + length
+    for name, info in header.items():
+        _check_info(path, name, info, size - data_start)
+    return header, data_start
+
+
+def _check_info(path: Path, name: str, info: Any, data_bytes: int) -> None:
+    try:
+        dtype = info["dtype"]
+        shape = [int(s) for s in info["shape"]]
+        begin, end = (int(o) for o in info["data_offsets"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CorruptFileError(
+            f"{path}: header entry {name!r} lacks dtype/shape/data_offsets; the file is corrupt"
+        ) from exc
+    if dtype not in _DTYPES:
+        return  # reported as an unsupported dtype when listed, not an error for the whole file
+    itemsize = np.dtype(_DTYPES[dtype][1]).itemsize
+    expected = int(np.prod(shape, dtype=np.int64)) * itemsize
+    if end - begin != expected or begin < 0 or end > data_bytes:
+        raise CorruptFileError(
+            f"{path}: tensor {name!r} {dtype}{shape} needs {expected} bytes at "
+            f"[{begin}, {end}) but the data section has {data_bytes} bytes; the file is "
+            "truncated or corrupt (re-download or re-save it)"
+        )
+
+
+class _MappedFile:
+    """A lazily opened read-only memory map of one file, shared by its tensors."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._map: mmap.mmap | None = None
+
+    def buffer(self) -> mmap.mmap:
+        if self._map is None:
+            with self.path.open("rb") as fh:
+                self._map = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+        return self._map
+
+
+def _loader(
+    mapped: _MappedFile, data_start: int, info: dict[str, Any]
+) -> Callable[[], np.ndarray]:
+    dtype = info["dtype"]
+    storage = np.dtype(_DTYPES[dtype][1])
+    shape = tuple(int(s) for s in info["shape"])
+    begin, _ = (int(o) for o in info["data_offsets"])
+    count = int(np.prod(shape, dtype=np.int64))
+
+    def load() -> np.ndarray:
+        raw = np.frombuffer(mapped.buffer(), dtype=storage, count=count, offset=data_start + begin)
+        raw = raw.reshape(shape)
+        if dtype == "BF16":
+            # bfloat16 is the upper half of a float32: shift the bits into place.
+            return (raw.astype(np.uint32) << 16).view(np.float32)
+        if dtype == "F16":
+            return raw.astype(np.float32)
+        return raw
+
+    return load
+
+
+def _file_entries(path: Path, names: list[str] | None = None) -> list[TensorEntry]:
+    header, data_start = read_header(path)
+    mapped = _MappedFile(path)
+    keys = in_model_order(header) if names is None else names
+    out = []
+    for key in keys:
+        if key not in header:
+            raise CorruptFileError(f"{path}: the index lists tensor {key!r} but the file lacks it")
+        info = header[key]
+        dtype_name, _ = _DTYPES.get(info["dtype"], (str(info["dtype"]).lower(), ""))
+        out.append(
+            TensorEntry(
+                key=key,
+                shape=tuple(int(s) for s in info["shape"]),
+                dtype=dtype_name,
+                load=_loader(mapped, data_start, info) if info["dtype"] in _DTYPES else _no_load,
+            )
+        )
+    return out
+
+
+def _no_load() -> np.ndarray:
+    raise InputError("this tensor's dtype cannot be read as weights")
+
+
+def open_file(path: Path) -> Source:
+    """Open one ``.safetensors`` file (tensors in the model's natural order)."""
+    return Source(description=str(path), entries=tuple(_file_entries(path)))
+
+
+def open_folder(folder: Path) -> Source:
+    """Open a folder of (possibly sharded) safetensors files.
+
+    Uses ``*.safetensors.index.json`` when present (every shard it names must exist); otherwise
+    every ``*.safetensors`` file in the folder. Tensors come in the natural order of their names
+    (``layers.2`` before ``layers.10``), never plain alphabetical.
+
+    Raises
+    ------
+    InputError
+        If the folder holds no safetensors file, or the index names a missing shard.
+    """
+    indexes = sorted(folder.glob("*.safetensors.index.json"))
+    if indexes:
+        index_path = indexes[0]
+        try:
+            weight_map = json.loads(index_path.read_text())["weight_map"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise CorruptFileError(
+                f"{index_path}: not a valid safetensors index (needs a 'weight_map' object)"
+            ) from exc
+        by_file: dict[str, list[str]] = {}
+        for key, fname in weight_map.items():
+            by_file.setdefault(str(fname), []).append(str(key))
+        entries: dict[str, TensorEntry] = {}
+        for fname, keys in by_file.items():
+            shard = folder / fname
+            if not shard.is_file():
+                raise InputError(
+                    f"{index_path} names shard {fname!r}, which is missing from {folder}; "
+                    "download the complete checkpoint"
+                )
+            for entry in _file_entries(shard, keys):
+                entries[entry.key] = entry
+        ordered = [entries[k] for k in in_model_order(entries)]
+        return Source(description=str(folder), entries=tuple(ordered))
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise InputError(
+            f"{folder} contains no .safetensors file; point at a model file or a folder holding "
+            "model.safetensors (or shards with their index)"
+        )
+    all_entries: dict[str, TensorEntry] = {}
+    for f in files:
+        for entry in _file_entries(f):
+            if entry.key in all_entries:
+                raise CorruptFileError(
+                    f"tensor {entry.key!r} appears in two files of {folder} "
+                    f"(second: {f.name}); keep one checkpoint per folder"
+                )
+            all_entries[entry.key] = entry
+    ordered = [all_entries[k] for k in in_model_order(all_entries)]
+    return Source(description=str(folder), entries=tuple(ordered))
+
