@@ -131,7 +131,7 @@ def _base_row(tp: TensorPlan, group: GroupPlan | None, status: Status, reason: s
         shape=tp.entry.shape,
         N=group.N if group else (max(tp.entry.shape[-2:]) if len(tp.entry.shape) >= 2 else 0),
         M=group.M if group else (min(tp.entry.shape[-2:]) if len(tp.entry.shape) >= 2 else 0),
-        rf=group.count if group else 1,
+        rf=group.rf if group else 1,
         num_evals=group.num_evals if group else 0,
     )
 

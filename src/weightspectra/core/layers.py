@@ -43,6 +43,9 @@ class GroupPlan:
         Shape of each matrix.
     eig_scale : float
         Factor applied to every eigenvalue (the peer's convolution scaling).
+    rf : int
+        Receptive field of the layer: kernel positions (1 for non-convolutions), as the peer
+        reports it for pooled and unpooled rows alike.
     take : callable
         Maps the full tensor to a ``(count, rows, cols)`` array (a view where possible).
     """
@@ -53,6 +56,7 @@ class GroupPlan:
     cols: int
     eig_scale: float
     take: Callable[[np.ndarray], np.ndarray]
+    rf: int = 1
 
     @property
     def N(self) -> int:
@@ -153,15 +157,17 @@ def plan_groups(
             # (a, b, *kernel) -> (rf, a, b): one matrix per kernel position
             return np.moveaxis(t.reshape(a, b, rf), 2, 0)
 
+        # The peer's scaling (every published table uses it): slices × √(1/2) when pooled,
+        # × √(rf/2) one by one; applied to every convolution, 1×1 kernels included.
         if options.pool or rf == 1:
-            scale = 0.5 if options.conv_scaling and rf > 1 else 1.0
-            return [GroupPlan("", rf, a, b, scale, slices)]
+            scale = 0.5 if options.conv_scaling else 1.0
+            return [GroupPlan("", rf, a, b, scale, slices, rf)]
         scale = rf / 2.0 if options.conv_scaling else 1.0
         positions = list(np.ndindex(*shape[2:]))
         plans = []
         for idx, pos in enumerate(positions):
             label = "[" + ",".join(str(p) for p in pos) + "]"
-            plans.append(GroupPlan(label, 1, a, b, scale, _slice_taker(a, b, rf, idx)))
+            plans.append(GroupPlan(label, 1, a, b, scale, _slice_taker(a, b, rf, idx), rf))
         return plans
 
     if layer_type is LayerType.MOE_EXPERTS:

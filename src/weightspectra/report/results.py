@@ -70,7 +70,8 @@ class LayerResult:
     shape : tuple of int
         Shape of the whole tensor.
     N, M, rf, num_evals : int
-        Larger and smaller side of each matrix, matrices pooled, eigenvalues in the ESD.
+        Larger and smaller side of each matrix, kernel positions of the layer (1 for
+        non-convolutions), and eigenvalues in the ESD (``M·rf`` for a pooled convolution).
     metrics : mapping
         Metric columns (see the docs); empty unless ``status`` is ok.
     evals : ndarray, optional

@@ -101,7 +101,7 @@ def _open_path(path: Path) -> Source:
     if path.is_dir():
         if any(path.glob("*.safetensors")):
             return safetensors.open_folder(path)
-        if any(path.glob(pattern) for pattern in ("*.bin", "*.pt", "*.pth")):
+        if any(any(path.glob(pattern)) for pattern in ("*.bin", "*.pt", "*.pth")):
             return _torch_sources(f"reading the PyTorch files in {path}").open_folder(path)
         raise InputError(
             f"{path} holds no .safetensors, .bin, .pt or .pth file; point at the folder that "

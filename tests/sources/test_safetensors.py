@@ -1,0 +1,108 @@
+"""Our numpy-only safetensors reader against the reference library, and broken files."""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from weightspectra.errors import CorruptFileError, InputError
+from weightspectra.sources import open_model
+
+st_numpy = pytest.importorskip("safetensors.numpy", reason="the safetensors package is a dev extra")
+
+
+def test_reads_every_float_dtype(tmp_path: Path, rng: np.random.Generator) -> None:
+    arrays = {
+        "a.weight": rng.standard_normal((6, 4)),
+        "b.weight": rng.standard_normal((5, 3)).astype(np.float32),
+        "c.weight": rng.standard_normal((4, 4)).astype(np.float16),
+        "ids": np.arange(8, dtype=np.int64).reshape(2, 4),
+    }
+    path = tmp_path / "m.safetensors"
+    st_numpy.save_file(arrays, str(path))
+    source = open_model(path)
+    got = {e.key: e for e in source.entries}
+    assert set(got) == set(arrays)
+    for key, ref in arrays.items():
+        assert got[key].shape == ref.shape
+        np.testing.assert_array_equal(got[key].load(), ref.astype(got[key].load().dtype))
+    assert got["c.weight"].load().dtype == np.float32  # halves are widened
+    assert not got["ids"].is_float
+
+
+def test_reads_bfloat16_without_torch_semantics(tmp_path: Path, rng: np.random.Generator) -> None:
+    torch = pytest.importorskip("torch")
+    from safetensors.torch import save_file
+
+    t = torch.from_numpy(rng.standard_normal((7, 5)).astype(np.float32)).to(torch.bfloat16)
+    path = tmp_path / "bf.safetensors"
+    save_file({"w.weight": t}, str(path))
+    (entry,) = open_model(path).entries
+    assert entry.dtype == "bfloat16"
+    np.testing.assert_array_equal(entry.load(), t.to(torch.float32).numpy())
+
+
+def _write_shards(folder: Path, rng: np.random.Generator, with_index: bool) -> list[str]:
+    names = [f"model.layers.{i}.mlp.weight" for i in (0, 1, 2, 10, 11)]
+    shards = {"model-00001-of-00002.safetensors": names[::2], "model-00002-of-00002.safetensors": names[1::2]}
+    weight_map = {}
+    for fname, keys in shards.items():
+        st_numpy.save_file({k: rng.standard_normal((9, 8)) for k in keys}, str(folder / fname))
+        weight_map.update({k: fname for k in keys})
+    if with_index:
+        index = {"metadata": {}, "weight_map": dict(sorted(weight_map.items()))}
+        (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+    return names
+
+
+@pytest.mark.parametrize("with_index", [True, False])
+def test_sharded_folder_in_model_order(
+    tmp_path: Path, rng: np.random.Generator, with_index: bool
+) -> None:
+    names = _write_shards(tmp_path, rng, with_index)
+    keys = [e.key for e in open_model(tmp_path).entries]
+    assert keys == names  # layers.2 before layers.10: numeric, not alphabetical
+    assert sorted(names) != names
+
+
+def test_missing_shard_is_named(tmp_path: Path, rng: np.random.Generator) -> None:
+    _write_shards(tmp_path, rng, with_index=True)
+    (tmp_path / "model-00002-of-00002.safetensors").unlink()
+    with pytest.raises(InputError, match="model-00002-of-00002.safetensors.*missing"):
+        open_model(tmp_path)
+
+
+def test_truncated_file(tmp_path: Path, rng: np.random.Generator) -> None:
+    path = tmp_path / "t.safetensors"
+    st_numpy.save_file({"w": rng.standard_normal((50, 50))}, str(path))
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 100])
+    with pytest.raises(CorruptFileError, match=r"'w'.*truncated"):
+        open_model(path)
+
+
+@pytest.mark.parametrize(
+    ("payload", "match"),
+    [
+        (b"\x01\x02", "too short"),
+        (struct.pack("<Q", 10**9) + b"{}", "header length"),
+        (struct.pack("<Q", 5) + b"{nope", "not valid JSON"),
+        (struct.pack("<Q", 2) + b"[]", "not a JSON object"),
+        (struct.pack("<Q", 14) + b'{"w": {"a":1}}', "lacks dtype"),
+    ],
+)
+def test_corrupt_headers(tmp_path: Path, payload: bytes, match: str) -> None:
+    path = tmp_path / "bad.safetensors"
+    path.write_bytes(payload)
+    with pytest.raises(CorruptFileError, match=match):
+        open_model(path)
+
+
+def test_folder_without_weights(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(InputError, match="holds no .safetensors"):
+        open_model(tmp_path)
