@@ -62,3 +62,73 @@ def build(name: str, seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     model = {"SmallCNN": SmallCNN, "MLP": MLP}[name]()
     return heavy_tailed_(model, seed)
+
+
+class _SelfAttention(nn.Module):
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.query = nn.Linear(d, d)
+        self.key = nn.Linear(d, d)
+        self.value = nn.Linear(d, d)
+
+
+class _DenseNorm(nn.Module):
+    def __init__(self, d_in: int, d_out: int) -> None:
+        super().__init__()
+        self.dense = nn.Linear(d_in, d_out)
+        self.LayerNorm = nn.LayerNorm(d_out)
+
+
+class _Attention(nn.Module):
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.self = _SelfAttention(d)
+        self.output = _DenseNorm(d, d)
+
+
+class _Intermediate(nn.Module):
+    def __init__(self, d: int, ff: int) -> None:
+        super().__init__()
+        self.dense = nn.Linear(d, ff)
+
+
+class _Block(nn.Module):
+    def __init__(self, d: int, ff: int) -> None:
+        super().__init__()
+        self.attention = _Attention(d)
+        self.intermediate = _Intermediate(d, ff)
+        self.output = _DenseNorm(ff, d)
+
+
+class _Embeddings(nn.Module):
+    def __init__(self, vocab: int, d: int, positions: int) -> None:
+        super().__init__()
+        self.word_embeddings = nn.Embedding(vocab, d)
+        self.position_embeddings = nn.Embedding(positions, d)
+        self.token_type_embeddings = nn.Embedding(2, d)
+        self.LayerNorm = nn.LayerNorm(d)
+        self.register_buffer("position_ids", torch.arange(positions).unsqueeze(0))
+
+
+class _Encoder(nn.Module):
+    def __init__(self, layers: int, d: int, ff: int) -> None:
+        super().__init__()
+        self.layer = nn.ModuleList(_Block(d, ff) for _ in range(layers))
+
+
+class _Pooler(nn.Module):
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.dense = nn.Linear(d, d)
+
+
+class BertLike(nn.Module):
+    """The module tree of a BERT encoder (all-MiniLM-L6-v2's shapes by default), no forward."""
+
+    def __init__(
+        self, vocab: int = 30522, d: int = 384, ff: int = 1536, layers: int = 6, positions: int = 512
+    ) -> None:
+        super().__init__()
+        self.embeddings = _Embeddings(vocab, d, positions)
+        self.encoder = _Encoder(layers, d, ff)
+        self.pooler = _Pooler(d)

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from weightspectra._version import __version__
+from weightspectra.backends import Backend, resolve_backend
 from weightspectra.core.eigen import layer_eigenvalues
 from weightspectra.core.layers import GroupPlan, infer_layer_type, plan_groups
 from weightspectra.errors import LayerError, OptionError
@@ -20,6 +21,8 @@ from weightspectra.fitting.powerlaw import FitError, fit_power_law
 from weightspectra.metrics.layer import alpha_warning, fit_metrics, norm_metrics
 from weightspectra.options import EigenMethod, LayerType, Options, selects
 from weightspectra.report.results import LayerResult, Report, Status
+from weightspectra.runtime.cache import ResultCache
+from weightspectra.runtime.parallel import blas_budget, ordered_map
 from weightspectra.sources import Source, TensorEntry, open_model
 
 
@@ -151,8 +154,22 @@ def spectrum_metrics(evals: np.ndarray, N: int, M: int, options: Options) -> dic
     return metrics
 
 
-def analyze_tensor(tp: TensorPlan, options: Options) -> list[LayerResult]:
-    """Rows of one planned tensor; loads it once if any of its groups is analysed."""
+def analyze_tensor(
+    tp: TensorPlan,
+    options: Options,
+    *,
+    backend: Backend | None = None,
+    cache: ResultCache | None = None,
+) -> list[LayerResult]:
+    """Rows of one planned tensor; loads it once if any of its groups is analysed.
+
+    ``backend`` (default: resolved from ``options.device``) computes the spectra; with a
+    ``cache``, rows stored for the same tensor content and options are returned without
+    computing, and new rows are stored. The tensor is released (its memory-mapped pages dropped)
+    as soon as its rows are computed.
+    """
+    if backend is None:
+        backend = resolve_backend(options.device)
     if tp.skip_reason:
         return [_base_row(tp, None, Status.SKIPPED, tp.skip_reason)]
     reasons = [_group_skip_reason(g, options) for g in tp.groups]
@@ -164,6 +181,15 @@ def analyze_tensor(tp: TensorPlan, options: Options) -> list[LayerResult]:
         return [
             _base_row(tp, g, Status.FAILED, f"could not read the tensor: {exc}") for g in tp.groups
         ]
+    cache_key = None
+    if cache is not None:
+        identity = {"key": tp.entry.key, "layer_id": tp.layer_id, "type": tp.layer_type.value}
+        cache_key = cache.key(tensor, identity, options.to_dict(), backend.name)
+        stored = cache.get(cache_key)
+        if stored is not None:
+            del tensor
+            tp.entry.release()
+            return stored
     rows = []
     for group, reason in zip(tp.groups, reasons):
         if reason:
@@ -179,12 +205,17 @@ def analyze_tensor(tp: TensorPlan, options: Options) -> list[LayerResult]:
                 eig_scale=group.eig_scale,
                 normalize_by=group.N if options.normalize else None,
                 what=what,
+                engine=backend.engine,
             )
         except LayerError as exc:
             rows.append(_base_row(tp, group, Status.FAILED, str(exc)))
             continue
         metrics = spectrum_metrics(evals, group.N, group.M, options)
         rows.append(_with(base, metrics=metrics, evals=evals))
+    del tensor
+    tp.entry.release()
+    if cache is not None and cache_key is not None:
+        cache.put(cache_key, rows)
     return rows
 
 
@@ -197,13 +228,40 @@ def _with(row: LayerResult, **changes: Any) -> LayerResult:
 def iter_results(
     source: Source, options: Options, progress: ProgressCallback | None = None
 ) -> Iterator[LayerResult]:
-    """Analyse ``source`` tensor by tensor, yielding rows as they are ready."""
+    """Analyse ``source`` tensor by tensor, yielding rows as they are ready, in model order.
+
+    With ``options.workers > 1`` tensors are analysed on that many threads (BLAS threads
+    budgeted so that workers × threads ≤ cores); the next tensor to be read is announced to the
+    source ahead of time (the kernel reads it in while the current one is computed).
+
+    Raises
+    ------
+    OptionError
+        If ``options.device`` cannot be used, or ``options.cache`` is not a usable folder.
+    """
     plans = plan(source, options)
     total = len(plans)
-    for i, tp in enumerate(plans):
-        yield from analyze_tensor(tp, options)
-        if progress is not None:
-            progress(Progress(i + 1, total, tp.entry.name))
+    backend = resolve_backend(options.device)
+    cache = ResultCache(options.cache) if options.cache is not None else None
+
+    def run(tp: TensorPlan) -> list[LayerResult]:
+        return analyze_tensor(tp, options, backend=backend, cache=cache)
+
+    def announced() -> Iterator[TensorPlan]:
+        for tp in plans:
+            if not tp.skip_reason and not all(_group_skip_reason(g, options) for g in tp.groups):
+                tp.entry.prefetch()
+            yield tp
+
+    with blas_budget(options.workers):
+        results = ordered_map(run, announced(), options.workers)
+        try:
+            for i, (tp, rows) in enumerate(zip(plans, results)):
+                yield from rows
+                if progress is not None:
+                    progress(Progress(i + 1, total, tp.entry.name))
+        finally:
+            results.close()
 
 
 def analyze(

@@ -14,7 +14,7 @@ from typing import TextIO
 from weightspectra._version import __version__
 from weightspectra.analysis import Progress, analyze, describe
 from weightspectra.errors import WeightSpectraError
-from weightspectra.options import EigenMethod, Options, Precision
+from weightspectra.options import Device, EigenMethod, Options, Precision
 from weightspectra.report.render import Format, render
 
 EXIT_OK = 0
@@ -97,6 +97,14 @@ def build_parser() -> argparse.ArgumentParser:
                            help="gram (fast, default) or svd (exact, slow)")
     analyze_p.add_argument("--precision", default="float64", choices=[p.value for p in Precision],
                            help="precision of the eigenvalue computation (default: float64)")
+    analyze_p.add_argument("--device", default="cpu", choices=[d.value for d in Device],
+                           help="cpu (numpy), cuda (torch on a GPU) or auto (GPU if present)")
+    analyze_p.add_argument("--workers", type=int, default=1, metavar="N",
+                           help="tensors analysed in parallel; BLAS threads are split so that "
+                                "workers × threads ≤ cores (default: 1)")
+    analyze_p.add_argument("--cache", metavar="DIR", default=None,
+                           help="store each layer's result in DIR; a rerun (e.g. after an "
+                                "interruption) recomputes only what is missing")
     bar = analyze_p.add_mutually_exclusive_group()
     bar.add_argument("--progress", dest="progress", action="store_true", default=None,
                      help="always show the progress bar on stderr")
@@ -111,7 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _options(args: argparse.Namespace) -> Options:
     extra = {}
     if args.command == "analyze":
-        extra = {"eig_method": args.eig_method, "precision": args.precision}
+        extra = {"eig_method": args.eig_method, "precision": args.precision,
+                 "device": args.device, "workers": args.workers, "cache": args.cache}
     return Options(
         layers=_split_list(args.layers),
         exclude=_split_list(args.exclude) or (),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields, replace
@@ -64,6 +65,14 @@ class Precision(str, Enum):
     FLOAT32 = "float32"
 
 
+class Device(str, Enum):
+    """Where spectra are computed: numpy on the CPU, torch on a CUDA GPU, or CUDA if present."""
+
+    CPU = "cpu"
+    CUDA = "cuda"
+    AUTO = "auto"
+
+
 @dataclass(frozen=True)
 class Options:
     """Validated, immutable options of one analysis.
@@ -94,6 +103,17 @@ class Options:
     precision : Precision or str, default "float64"
         Precision of the Gram matrix and its eigenvalues. ``"float32"`` is faster; see the docs
         for its stated accuracy.
+    device : Device or str, default "cpu"
+        ``"cpu"`` computes with numpy/LAPACK (never imports torch); ``"cuda"`` computes the
+        Gram matrices and their eigenvalues with torch on the GPU (an :class:`OptionError` at
+        analysis time if no CUDA device is usable); ``"auto"`` uses CUDA when torch sees one and
+        numpy otherwise.
+    workers : int, default 1
+        Tensors analysed in parallel (threads). BLAS threads are budgeted so that
+        ``workers × BLAS threads ≤ cores``; results are identical and in model order.
+    cache : str or path-like, optional
+        Folder where each layer's result is stored, keyed by the tensor's content and the options
+        that affect it; a rerun with the same folder recomputes nothing already stored.
     """
 
     layers: tuple[int | str | LayerType, ...] | None = None
@@ -106,6 +126,9 @@ class Options:
     split_fused_qkv: bool = False
     eig_method: EigenMethod = EigenMethod.GRAM
     precision: Precision = Precision.FLOAT64
+    device: Device = Device.CPU
+    workers: int = 1
+    cache: str | None = None
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -114,6 +137,18 @@ class Options:
         set_(self, "exclude", _as_selector(self.exclude, "exclude"))
         set_(self, "eig_method", parse_enum(EigenMethod, self.eig_method, "eig_method"))
         set_(self, "precision", parse_enum(Precision, self.precision, "precision"))
+        set_(self, "device", parse_enum(Device, self.device, "device"))
+        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:
+            raise OptionError(
+                f"workers must be a positive integer (tensors analysed in parallel), got "
+                f"{self.workers!r}; use workers=1 for a serial run"
+            )
+        if self.cache is not None:
+            if not isinstance(self.cache, (str, os.PathLike)) or not str(self.cache).strip():
+                raise OptionError(
+                    f"cache must be a folder path (str or path-like) or None, got {self.cache!r}"
+                )
+            set_(self, "cache", os.fspath(self.cache))
         for name in ("min_evals", "max_evals"):
             value = getattr(self, name)
             if value is None and name == "max_evals":

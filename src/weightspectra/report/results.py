@@ -245,6 +245,28 @@ class Report:
             "layers": [r.to_dict() for r in self.layers],
         }
 
+    def to_html(self, path: str | Path | None = None, **kwargs: Any) -> str:
+        """A self-contained HTML report (written to ``path`` when given); keyword arguments go
+        to :func:`weightspectra.report.html.report_html` (``plots``, ``dpi``, ...)."""
+        from weightspectra.report.html import report_html, write_html
+
+        text = report_html(self, **kwargs)
+        if path is not None:
+            write_html(text, path)
+        return text
+
+    def plot(self, kind: str = "correlation_flow", ax: Any = None, **kwargs: Any) -> Any:
+        """Draw a model-level plot and return its axes: ``"correlation_flow"``, ``"alpha_hist"``
+        or ``"depth"`` (``metric=`` any column); see :mod:`weightspectra.report.plots`."""
+        from weightspectra.report import plots
+
+        draw = {"correlation_flow": plots.plot_correlation_flow,
+                "alpha_hist": plots.plot_alpha_histogram,
+                "depth": plots.plot_metric_depth}
+        if kind not in draw:
+            raise InputError(f"plot kind {kind!r} is unknown; choose one of {', '.join(draw)}")
+        return draw[kind](self, ax=ax, **kwargs)
+
     def to_json(self, path: str | Path | None = None) -> str:
         """The report as JSON (written to ``path`` when given); reload with :meth:`from_json`."""
         text = json.dumps(self.to_dict(), indent=1)

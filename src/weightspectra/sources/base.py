@@ -30,6 +30,9 @@ class TensorEntry:
         Known type (module sources); ``None`` when it must be inferred from key and shape.
     tied_to : str, optional
         Key of the first tensor sharing this one's storage (tied weights are analysed once).
+    prefetch_hook, release_hook : callable, optional
+        Memory-mapped sources: ask the OS to start reading the tensor ahead of :attr:`load`, and
+        to drop its pages from this process once it has been analysed (bounded memory).
     """
 
     key: str
@@ -38,6 +41,18 @@ class TensorEntry:
     load: Callable[[], np.ndarray]
     layer_type: LayerType | None = None
     tied_to: str | None = None
+    prefetch_hook: Callable[[], None] | None = None
+    release_hook: Callable[[], None] | None = None
+
+    def prefetch(self) -> None:
+        """Hint that the tensor will be loaded soon (no-op for in-memory sources)."""
+        if self.prefetch_hook is not None:
+            self.prefetch_hook()
+
+    def release(self) -> None:
+        """Hint that the tensor is done with (no-op for in-memory sources)."""
+        if self.release_hook is not None:
+            self.release_hook()
 
     @property
     def name(self) -> str:

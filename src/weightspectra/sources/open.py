@@ -81,7 +81,9 @@ def open_model(model: object) -> Source:
             raise InputError("the mapping given as a model is empty: it holds no weights")
         if all(isinstance(v, np.ndarray) for v in model.values()):
             return arrays.open_arrays(model)
-        if torch_source is not None:
+        if torch_source is not None and any(
+            torch_source.is_tensor(v) or isinstance(v, Mapping) for v in model.values()
+        ):
             return torch_source.open_state_dict(model)
         raise UnsupportedInputError(
             "the mapping given as a model holds values of types "

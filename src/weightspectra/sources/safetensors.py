@@ -21,6 +21,9 @@ from weightspectra.sources.base import Source, TensorEntry, in_model_order
 
 #: A header longer than this is not a real safetensors header (the format caps it at 100 MB).
 MAX_HEADER_BYTES = 100_000_000
+#: 16-bit tensors are widened to float32 in chunks of this many elements, each chunk's mapped
+#: pages dropped right after, so the raw and widened copies are never both whole in memory.
+CONVERT_CHUNK = 4 * 2**20
 
 _DTYPES: dict[str, tuple[str, str]] = {
     # safetensors dtype -> (canonical name, numpy storage dtype)
@@ -114,6 +117,39 @@ class _MappedFile:
                 self._map = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
         return self._map
 
+    def advise(self, option: int | None, begin: int, end: int) -> None:
+        """``madvise`` the whole pages inside bytes [begin, end) (no-op where unsupported).
+
+        Read-only shared file pages: dropping them (``MADV_DONTNEED``) only unmaps them from
+        this process; a later access reads them again from the page cache or the file.
+        """
+        if option is None or self._map is None or not hasattr(self._map, "madvise"):
+            return
+        page = mmap.PAGESIZE
+        lo = -(-begin // page) * page if option == _DONTNEED else begin // page * page
+        hi = min(end, len(self._map)) if option != _DONTNEED else end // page * page
+        if hi > lo:
+            self._map.madvise(option, lo, hi - lo)
+
+
+_WILLNEED: int | None = getattr(mmap, "MADV_WILLNEED", None)
+_DONTNEED: int | None = getattr(mmap, "MADV_DONTNEED", None)
+
+
+def _hooks(
+    mapped: _MappedFile, data_start: int, info: dict[str, Any]
+) -> tuple[Callable[[], None], Callable[[], None]]:
+    begin, end = (data_start + int(o) for o in info["data_offsets"])
+
+    def prefetch() -> None:
+        mapped.buffer()
+        mapped.advise(_WILLNEED, begin, end)
+
+    def release() -> None:
+        mapped.advise(_DONTNEED, begin, end)
+
+    return prefetch, release
+
 
 def _loader(
     mapped: _MappedFile, data_start: int, info: dict[str, Any]
@@ -126,13 +162,21 @@ def _loader(
 
     def load() -> np.ndarray:
         raw = np.frombuffer(mapped.buffer(), dtype=storage, count=count, offset=data_start + begin)
-        raw = raw.reshape(shape)
-        if dtype == "BF16":
-            # bfloat16 is the upper half of a float32: shift the bits into place.
-            return (raw.astype(np.uint32) << 16).view(np.float32)
-        if dtype == "F16":
-            return raw.astype(np.float32)
-        return raw
+        if dtype not in ("BF16", "F16"):
+            return raw.reshape(shape)
+        out = np.empty(count, dtype=np.float32)
+        bits = out.view(np.uint32)
+        for lo in range(0, count, CONVERT_CHUNK):
+            hi = min(lo + CONVERT_CHUNK, count)
+            if dtype == "BF16":
+                # bfloat16 is the upper half of a float32: shift the bits into place.
+                bits[lo:hi] = raw[lo:hi]
+                bits[lo:hi] <<= 16
+            else:
+                out[lo:hi] = raw[lo:hi]
+            start = data_start + begin
+            mapped.advise(_DONTNEED, start + lo * storage.itemsize, start + hi * storage.itemsize)
+        return out.reshape(shape)
 
     return load
 
@@ -147,12 +191,15 @@ def _file_entries(path: Path, names: list[str] | None = None) -> list[TensorEntr
             raise CorruptFileError(f"{path}: the index lists tensor {key!r} but the file lacks it")
         info = header[key]
         dtype_name, _ = _DTYPES.get(info["dtype"], (str(info["dtype"]).lower(), ""))
+        prefetch, release = _hooks(mapped, data_start, info)
         out.append(
             TensorEntry(
                 key=key,
                 shape=tuple(int(s) for s in info["shape"]),
                 dtype=dtype_name,
                 load=_loader(mapped, data_start, info) if info["dtype"] in _DTYPES else _no_load,
+                prefetch_hook=prefetch,
+                release_hook=release,
             )
         )
     return out

@@ -1,0 +1,766 @@
+"""Pictures of spectra: per layer, per model, and per comparison of models.
+
+matplotlib is imported inside the functions only (``import weightspectra`` never imports it).
+Every drawing function takes an optional ``ax`` and returns the axes it drew on. Without ``ax``
+a new figure is made: through pyplot when the caller has already imported pyplot (so notebooks
+show it), otherwise as a bare :class:`~matplotlib.figure.Figure` on the Agg canvas, which touches
+no global state. Nothing here calls ``plt.show()``; :func:`save_figure` and :func:`figure_png`
+write files and bytes with the Agg canvas.
+
+Columns of the random-matrix diagnostics (``mp_softrank``, ``bulk_max``, ``num_spikes``,
+randomised eigenvalues) are drawn when a layer has them and left out quietly when it has not.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from weightspectra.errors import InputError, MissingDependencyError
+from weightspectra.fitting.powerlaw import (
+    FIT_EVAL_THRESHOLD,
+    SMALL_SAMPLE,
+    SMALL_SAMPLE_MIN_TAIL,
+)
+from weightspectra.report.results import LayerResult, Report
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+#: The α band of well- to reasonably-trained layers, shaded in model plots.
+ALPHA_BAND = (2.0, 6.0)
+#: Most candidate xmin values evaluated by :func:`xmin_scan` (evenly spread over all of them).
+MAX_SCAN_CANDIDATES = 400
+#: Colours of layer types (any other type gets the next colour of the default cycle).
+_TYPE_COLOURS = {
+    "dense": "tab:blue",
+    "embedding": "tab:orange",
+    "conv2d": "tab:green",
+    "conv1d": "tab:olive",
+    "attention_in_proj": "tab:purple",
+    "lstm": "tab:brown",
+    "gru": "tab:pink",
+    "moe_experts": "tab:cyan",
+}
+
+
+def _require_matplotlib(purpose: str) -> None:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as exc:
+        raise MissingDependencyError("matplotlib", "plot", purpose) from exc
+
+
+def new_figure(
+    ncols: int = 1, nrows: int = 1, figsize: tuple[float, float] | None = None,
+    *, managed: bool | None = None,
+) -> tuple[Figure, list[Axes]]:
+    """A figure and its axes (row-major).
+
+    Parameters
+    ----------
+    ncols, nrows : int
+        Grid of axes.
+    figsize : (float, float), optional
+        Size in inches.
+    managed : bool, optional
+        True: make it through pyplot (shown by notebooks, closed by ``plt.close``); False: a bare
+        Figure on the Agg canvas (no global state). Default: pyplot only if the caller already
+        imported it.
+
+    Raises
+    ------
+    MissingDependencyError
+        If matplotlib is not installed.
+    """
+    _require_matplotlib("plotting")
+    if managed is None:
+        managed = "matplotlib.pyplot" in sys.modules
+    if managed:
+        import matplotlib.pyplot as plt
+
+        fig, grid = plt.subplots(nrows, ncols, figsize=figsize, squeeze=False)
+    else:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=figsize)
+        FigureCanvasAgg(fig)
+        grid = fig.subplots(nrows, ncols, squeeze=False)
+    return fig, list(grid.ravel())
+
+
+def _axes(ax: Axes | None) -> Axes:
+    if ax is not None:
+        return ax
+    return new_figure()[1][0]
+
+
+def figure_png(fig: Figure, dpi: float = 72, tight: bool = True) -> bytes:
+    """PNG bytes of ``fig`` on the Agg canvas; ``tight`` crops to the drawn content (one more
+    layout pass: leave it off for figures laid out already, e.g. by :func:`plot_layer`)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    if not isinstance(fig.canvas, FigureCanvasAgg):
+        FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight" if tight else None)
+    return buf.getvalue()
+
+
+def save_figure(fig: Figure, path: str | Path, dpi: float = 100) -> Path:
+    """Write ``fig`` to ``path`` (format from the suffix: png, svg, pdf); returns the path.
+
+    Raises
+    ------
+    OSError
+        If the file cannot be written.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() == ".png":
+        path.write_bytes(figure_png(fig, dpi))
+    else:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+        FigureCanvasAgg(fig)
+        fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Per layer
+# ---------------------------------------------------------------------------------------------
+
+
+def _evals(layer: LayerResult) -> np.ndarray:
+    if not isinstance(layer, LayerResult):
+        raise InputError(
+            f"expected a LayerResult (a row of report.analysed), got {type(layer).__name__}"
+        )
+    if layer.evals is None or layer.evals.size == 0:
+        why = f" ({layer.reason})" if layer.reason else ""
+        raise InputError(
+            f"layer {layer.name!r} has no eigenvalues: its status is {layer.status.value}{why}; "
+            "plot a row of report.analysed"
+        )
+    return layer.evals
+
+
+def _metric(layer: LayerResult, key: str) -> float | None:
+    value = layer.metrics.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _quiet_log_axes(ax: Axes) -> None:
+    # Minor tick labels of log axes are mathtext, slow to lay out and rarely read: left out.
+    from matplotlib.ticker import NullFormatter
+
+    for axis in (ax.xaxis, ax.yaxis):
+        if axis.get_scale() == "log":
+            axis.set_minor_formatter(NullFormatter())
+
+
+def _title(ax: Axes, layer: LayerResult, what: str) -> None:
+    name = layer.name if len(layer.name) <= 48 else "…" + layer.name[-47:]
+    ax.set_title(f"{name}\n{what}", fontsize=8)
+
+
+def xmin_scan(
+    evals: np.ndarray,
+    threshold: float = FIT_EVAL_THRESHOLD,
+    max_candidates: int | None = MAX_SCAN_CANDIDATES,
+    include: float | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """α and KS distance D of the power-law fit for candidate values of xmin.
+
+    The same estimator as the fit (metrics.md §3): for xmin = λᵢ with tail size m,
+    α = 1 + m / Σ ln(λⱼ/xmin) (m − 1 in the numerator below 20 eigenvalues, where only tails of
+    at least 8 count), and D the largest gap between the tail's empirical CDF and the fitted one.
+    A candidate with α ≤ 1 gets D = 1.
+
+    Parameters
+    ----------
+    evals : ndarray of shape (n,)
+        The ESD, any order.
+    threshold : float, default 1e-5
+        Eigenvalues at or below it are left out, as in the fit.
+    max_candidates : int or None, default 400
+        Evaluate at most this many candidates, evenly spread; ``None`` evaluates all.
+    include : float, optional
+        A value of xmin (e.g. the fitted one) always evaluated when it is an eigenvalue.
+
+    Returns
+    -------
+    xmins, alphas, ds : ndarray
+        Candidates in ascending order, and α and D for each.
+
+    Raises
+    ------
+    InputError
+        If fewer eigenvalues than the smallest tail lie above ``threshold``.
+    """
+    x = np.sort(np.asarray(evals, dtype=np.float64).ravel())
+    x = x[x > threshold]
+    n = x.size
+    small = n < SMALL_SAMPLE
+    n_cand = n - SMALL_SAMPLE_MIN_TAIL + 1 if small else n - 1
+    if n_cand < 1:
+        raise InputError(
+            f"only {n} eigenvalues above {threshold:g}: no candidate xmin for a power-law fit"
+        )
+    idx = np.arange(n_cand)
+    if max_candidates is not None and n_cand > max_candidates:
+        idx = np.unique(np.linspace(0, n_cand - 1, max_candidates).round().astype(int))
+        if include is not None:
+            hit = int(np.searchsorted(x, include))
+            if hit < n_cand and x[hit] == include:
+                idx = np.unique(np.append(idx, hit))
+    logx = np.log(x)
+    alphas = np.empty(idx.size)
+    ds = np.ones(idx.size)
+    for j, i in enumerate(idx):
+        m = n - i
+        rel = logx[i:] - logx[i]
+        total = rel.sum()
+        alpha = 1.0 + (m - 1 if small else m) / total if total > 0 else math.inf
+        alphas[j] = alpha
+        if math.isfinite(alpha) and alpha > 1.0:
+            fitted = -np.expm1((1.0 - alpha) * rel)
+            ds[j] = float(np.abs(fitted - np.arange(m) / m).max())
+    return x[idx], alphas, ds
+
+
+def plot_esd_loglog(layer: LayerResult, ax: Axes | None = None, bins: int = 60) -> Axes:
+    """The ESD on log-log axes (density), the fitted power law over its tail, xmin marked.
+
+    Parameters
+    ----------
+    layer : LayerResult
+        An analysed row (``report.analysed[i]``).
+    ax : Axes, optional
+        Where to draw; a new figure when omitted.
+    bins : int, default 60
+        Logarithmically spaced histogram bins.
+
+    Returns
+    -------
+    Axes
+
+    Raises
+    ------
+    InputError
+        If ``layer`` has no eigenvalues (a skipped or failed row).
+    MissingDependencyError
+        If matplotlib is not installed.
+    """
+    evals = _evals(layer)
+    ax = _axes(ax)
+    pos = evals[evals > FIT_EVAL_THRESHOLD]
+    if pos.size < 2 or pos[-1] <= pos[0]:
+        ax.text(0.5, 0.5, "too few distinct eigenvalues", ha="center", transform=ax.transAxes)
+        return ax
+    edges = np.geomspace(pos[0], pos[-1], bins + 1)
+    counts, _ = np.histogram(pos, edges)
+    density = counts / (pos.size * np.diff(edges))
+    ax.stairs(np.where(density > 0, density, np.nan), edges, fill=True, alpha=0.5,
+              color="tab:blue", label="ESD")
+    alpha, xmin = _metric(layer, "alpha"), _metric(layer, "xmin")
+    if alpha is not None and xmin is not None and alpha > 1.0:
+        tail = pos[pos >= xmin]
+        grid = np.geomspace(xmin, pos[-1], 50)
+        share = tail.size / pos.size
+        ax.plot(grid, share * (alpha - 1.0) / xmin * (grid / xmin) ** (-alpha), color="tab:red",
+                lw=1.5, label=f"power law α={alpha:.2f}")
+        ax.axvline(xmin, color="tab:red", ls="--", lw=1, label=f"xmin={xmin:.3g}")
+        d = _metric(layer, "D")
+        what = f"log-log ESD, α={alpha:.2f}" + (f", D={d:.3f}" if d is not None else "")
+    else:
+        what = "log-log ESD (power-law fit failed)"
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    _quiet_log_axes(ax)
+    ax.set_xlabel("eigenvalue λ")
+    ax.set_ylabel("density")
+    ax.legend(fontsize=7, loc="lower left")
+    _title(ax, layer, what)
+    return ax
+
+
+def mp_density(x: np.ndarray, bulk_max: float, Q: float) -> np.ndarray:
+    """Marchenko–Pastur density with top edge ``bulk_max`` and aspect ratio ``Q = N/M ≥ 1``.
+
+    The scale σ² follows from the edge, λ₊ = σ²(1 + 1/√Q)², so the density is in whatever units
+    the edge is given in. Zero outside [λ₋, λ₊].
+
+    Raises
+    ------
+    InputError
+        If ``bulk_max`` is not positive or ``Q < 1``.
+    """
+    if not bulk_max > 0 or not Q >= 1:
+        raise InputError(f"need bulk_max > 0 and Q ≥ 1 for an MP density, got {bulk_max}, {Q}")
+    c = 1.0 / Q
+    s2 = bulk_max / (1.0 + math.sqrt(c)) ** 2
+    lo = s2 * (1.0 - math.sqrt(c)) ** 2
+    x = np.asarray(x, dtype=np.float64)
+    inside = (x > lo) & (x < bulk_max)
+    out = np.zeros_like(x)
+    xi = x[inside]
+    out[inside] = np.sqrt((bulk_max - xi) * (xi - lo)) / (2.0 * math.pi * s2 * c * xi)
+    return out
+
+
+def mp_edge(layer: LayerResult) -> float | None:
+    """The MP bulk edge λ₊ of a layer in the units of its eigenvalues, when it was fitted.
+
+    From ``mp_softrank · lambda_max`` (unit-free: the soft rank is λ₊/λ_max), else from
+    ``bulk_max``; ``None`` without an MP fit.
+    """
+    soft, lam = _metric(layer, "mp_softrank"), _metric(layer, "lambda_max")
+    if soft is not None and lam is not None and soft > 0:
+        return soft * lam
+    return _metric(layer, "bulk_max")
+
+
+def plot_esd_linear(layer: LayerResult, ax: Axes | None = None, bins: int = 80) -> Axes:
+    """The ESD on linear axes, with the MP density, the bulk edge and the spikes when fitted.
+
+    Parameters
+    ----------
+    layer : LayerResult
+        An analysed row.
+    ax : Axes, optional
+        Where to draw; a new figure when omitted.
+    bins : int, default 80
+        Histogram bins.
+
+    Returns
+    -------
+    Axes
+
+    Raises
+    ------
+    InputError
+        If ``layer`` has no eigenvalues.
+    MissingDependencyError
+        If matplotlib is not installed.
+    """
+    evals = _evals(layer)
+    ax = _axes(ax)
+    counts, edges = np.histogram(evals, bins=bins, density=True)
+    ax.stairs(counts, edges, fill=True, color="tab:blue", alpha=0.5, label="ESD")
+    edge = mp_edge(layer)
+    what = "linear ESD"
+    if edge is not None and edge > 0 and layer.M:
+        spikes = int(_metric(layer, "num_spikes") or 0)
+        bulk_share = (evals.size - spikes) / evals.size
+        grid = np.linspace(0.0, edge * 1.02, 400)
+        ax.plot(grid, bulk_share * mp_density(grid, edge, max(layer.Q, 1.0)), color="tab:red",
+                lw=1.5, label="MP fit")
+        ax.axvline(edge, color="tab:red", ls="--", lw=1, label="bulk edge λ₊")
+        if spikes:
+            top = evals[-spikes:]
+            ax.plot(top, np.zeros_like(top), "v", color="tab:purple", ms=6, clip_on=False,
+                    label=f"{spikes} spikes")
+        what = f"linear ESD, MP fit, {spikes} spikes"
+    phase = layer.metrics.get("phase")
+    if isinstance(phase, str) and phase:
+        what += f" [{phase}]"
+    ax.set_xlabel("eigenvalue λ")
+    ax.set_ylabel("density")
+    ax.legend(fontsize=7, loc="upper right")
+    _title(ax, layer, what)
+    return ax
+
+
+def randomized_evals(layer: LayerResult) -> np.ndarray | None:
+    """Eigenvalues of the layer's shuffled (randomised) matrix when computed, else ``None``."""
+    value: Any = getattr(layer, "rand_evals", None)
+    if value is None:
+        value = layer.metrics.get("rand_evals")
+    if value is None or isinstance(value, (str, float, int)):
+        return None
+    arr = np.sort(np.asarray(value, dtype=np.float64).ravel())
+    return arr if arr.size else None
+
+
+def plot_randomized(layer: LayerResult, ax: Axes | None = None, bins: int = 60) -> Axes:
+    """The real ESD against the ESD of the same matrix with its entries shuffled (log λ axis).
+
+    Raises
+    ------
+    InputError
+        If ``layer`` has no eigenvalues or no randomised eigenvalues (analyse with the
+        randomisation diagnostic on).
+    MissingDependencyError
+        If matplotlib is not installed.
+    """
+    evals = _evals(layer)
+    rand = randomized_evals(layer)
+    if rand is None:
+        raise InputError(
+            f"layer {layer.name!r} has no randomised eigenvalues; analyse with the randomisation "
+            "diagnostic on to get them"
+        )
+    ax = _axes(ax)
+    both = np.concatenate([evals, rand])
+    both = both[both > FIT_EVAL_THRESHOLD]
+    edges = np.geomspace(both.min(), both.max(), bins + 1)
+    real_d, _ = np.histogram(evals[evals > FIT_EVAL_THRESHOLD], bins=edges, density=True)
+    rand_d, _ = np.histogram(rand[rand > FIT_EVAL_THRESHOLD], bins=edges, density=True)
+    ax.stairs(real_d, edges, fill=True, alpha=0.5, color="tab:blue", label="real")
+    ax.stairs(rand_d, edges, lw=1.5, color="tab:red", label="randomised")
+    ax.set_xscale("log")
+    _quiet_log_axes(ax)
+    ax.set_xlabel("eigenvalue λ")
+    ax.set_ylabel("density")
+    ax.legend(fontsize=7)
+    _title(ax, layer, "real vs randomised ESD")
+    return ax
+
+
+def plot_xmin_scan(layer: LayerResult, ax: Axes | None = None) -> Axes:
+    """KS distance D (left axis) and α (right axis) against the candidate xmin.
+
+    A flat D around the chosen xmin and a stable α mean a well-determined fit; a D curve with
+    several similar minima at very different α means α is fragile.
+
+    Returns
+    -------
+    Axes
+        The axes of D; α is drawn on its twin (right) axes.
+
+    Raises
+    ------
+    InputError
+        If ``layer`` has no eigenvalues or too few for a fit.
+    MissingDependencyError
+        If matplotlib is not installed.
+    """
+    evals = _evals(layer)
+    ax = _axes(ax)
+    xmin_fit = _metric(layer, "xmin")
+    xs, alphas, ds = xmin_scan(evals, include=xmin_fit)
+    ax.plot(xs, ds, color="tab:blue", lw=1.2, label="D")
+    ax.set_xscale("log")
+    _quiet_log_axes(ax)
+    ax.set_xlabel("candidate xmin")
+    ax.set_ylabel("KS distance D", color="tab:blue")
+    ax.set_ylim(0.0, min(1.0, float(np.nanmax(ds)) * 1.05 + 1e-3))
+    twin = ax.twinx()
+    shown = np.where(np.isfinite(alphas) & (alphas < 20), alphas, np.nan)
+    twin.plot(xs, shown, color="tab:orange", lw=1.2, label="α")
+    twin.set_ylabel("α", color="tab:orange")
+    twin.axhspan(*ALPHA_BAND, color="tab:green", alpha=0.08)
+    if xmin_fit is not None:
+        ax.axvline(xmin_fit, color="tab:red", ls="--", lw=1)
+    _title(ax, layer, "fit stability: D and α vs xmin")
+    return ax
+
+
+def layer_panels(layer: LayerResult) -> list[str]:
+    """Names of the panels :func:`plot_layer` draws for ``layer`` (those its columns allow)."""
+    panels = ["loglog", "linear"]
+    if layer.evals is not None and np.count_nonzero(layer.evals > FIT_EVAL_THRESHOLD) >= 2:
+        panels.append("xmin")
+    if randomized_evals(layer) is not None:
+        panels.append("randomized")
+    return panels
+
+
+_PANELS = {
+    "loglog": plot_esd_loglog,
+    "linear": plot_esd_linear,
+    "xmin": plot_xmin_scan,
+    "randomized": plot_randomized,
+}
+
+
+def plot_layer(layer: LayerResult, axes: Sequence[Axes] | None = None) -> list[Axes]:
+    """Every plot of one layer side by side: log-log ESD with the fit, linear ESD (with MP fit),
+    D and α against xmin, and real vs randomised ESD when present.
+
+    Parameters
+    ----------
+    layer : LayerResult
+        An analysed row.
+    axes : sequence of Axes, optional
+        One per panel (``len(layer_panels(layer))``); a new figure when omitted.
+
+    Returns
+    -------
+    list of Axes
+
+    Raises
+    ------
+    InputError
+        If ``layer`` has no eigenvalues, or ``axes`` has the wrong length.
+    MissingDependencyError
+        If matplotlib is not installed.
+    """
+    _evals(layer)
+    panels = layer_panels(layer)
+    if axes is None:
+        fig, axs = new_figure(len(panels), 1, figsize=layer_figsize(len(panels)))
+        layout_layer_figure(fig)
+    else:
+        axs = list(axes)
+        if len(axs) != len(panels):
+            raise InputError(
+                f"layer {layer.name!r} has {len(panels)} panels ({', '.join(panels)}); "
+                f"got {len(axs)} axes; pass len(layer_panels(layer)) axes"
+            )
+    for ax, panel in zip(axs, panels):
+        _PANELS[panel](layer, ax)
+    return axs
+
+
+def layer_figsize(panels: int) -> tuple[float, float]:
+    """Size in inches of a figure of ``panels`` layer panels side by side."""
+    return (3.6 * panels, 2.9)
+
+
+def layout_layer_figure(fig: Figure) -> None:
+    """Fixed margins for a row of layer panels (a fixed layout is ~3× faster than a tight one,
+    which matters for reports of hundreds of layers)."""
+    fig.subplots_adjust(left=0.07, right=0.94, bottom=0.17, top=0.8, wspace=0.5)
+
+
+# ---------------------------------------------------------------------------------------------
+# Per model
+# ---------------------------------------------------------------------------------------------
+
+
+def _check_report(report: Report) -> None:
+    if not isinstance(report, Report):
+        raise InputError(
+            f"expected a weightspectra Report (from ws.analyze), got {type(report).__name__}"
+        )
+
+
+def metric_by_depth(report: Report, metric: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Positions (index among analysed rows, model order), values and layer types of ``metric``.
+
+    Rows without a finite value (a failed fit) are left out.
+
+    Raises
+    ------
+    InputError
+        If no analysed row has ``metric`` (the message lists the metrics that exist).
+    """
+    _check_report(report)
+    pos, vals, types = [], [], []
+    seen: set[str] = set()
+    for i, row in enumerate(report.analysed):
+        seen.update(k for k, v in row.metrics.items() if isinstance(v, (int, float)))
+        value = _metric(row, metric)
+        if value is not None:
+            pos.append(i)
+            vals.append(value)
+            types.append(row.layer_type)
+    if not vals:
+        raise InputError(
+            f"no analysed layer has a value for {metric!r}; numeric metrics present: "
+            f"{', '.join(sorted(seen)) or 'none (nothing was analysed)'}"
+        )
+    return np.asarray(pos), np.asarray(vals), types
+
+
+def _type_colour(layer_type: str, order: list[str]) -> str:
+    if layer_type in _TYPE_COLOURS:
+        return _TYPE_COLOURS[layer_type]
+    if layer_type not in order:
+        order.append(layer_type)
+    return f"C{(order.index(layer_type) + 4) % 10}"
+
+
+def plot_metric_depth(
+    report: Report, metric: str = "alpha", ax: Axes | None = None,
+    band: tuple[float, float] | None = None,
+) -> Axes:
+    """Any metric against depth (the position of the layer among analysed rows), coloured by
+    layer type; ``band`` shades a range of values.
+
+    Raises
+    ------
+    InputError
+        If no analysed row has ``metric``.
+    MissingDependencyError
+        If matplotlib is not installed.
+    """
+    pos, vals, types = metric_by_depth(report, metric)
+    ax = _axes(ax)
+    if band is not None:
+        ax.axhspan(*band, color="tab:green", alpha=0.1, label=f"{band[0]:g}–{band[1]:g}")
+    ax.plot(pos, vals, color="0.75", lw=0.8, zorder=1)
+    extra: list[str] = []
+    for lt in dict.fromkeys(types):
+        sel = np.array([t == lt for t in types])
+        ax.scatter(pos[sel], vals[sel], s=16, color=_type_colour(lt, extra), label=lt, zorder=2)
+    ax.set_xlabel("layer (order among analysed rows)")
+    ax.set_ylabel(metric)
+    ax.legend(fontsize=7, loc="best")
+    ax.set_title(f"{metric} by depth", fontsize=9)
+    return ax
+
+
+def plot_correlation_flow(report: Report, ax: Axes | None = None) -> Axes:
+    """Correlation flow: α against depth, coloured by layer type, the 2–6 band shaded.
+
+    Raises
+    ------
+    InputError
+        If no analysed layer has a fitted α.
+    MissingDependencyError
+        If matplotlib is not installed.
+    """
+    ax = plot_metric_depth(report, "alpha", ax, band=ALPHA_BAND)
+    ax.set_title("correlation flow: α by depth", fontsize=9)
+    ax.set_ylabel("α")
+    return ax
+
+
+def plot_alpha_histogram(report: Report, ax: Axes | None = None, bins: int = 20) -> Axes:
+    """Histogram of the layers' α, the 2–6 band shaded and the mean marked.
+
+    Raises
+    ------
+    InputError
+        If no analysed layer has a fitted α.
+    MissingDependencyError
+        If matplotlib is not installed.
+    """
+    _, vals, _ = metric_by_depth(report, "alpha")
+    ax = _axes(ax)
+    ax.axvspan(*ALPHA_BAND, color="tab:green", alpha=0.1)
+    ax.hist(vals, bins=bins, color="tab:blue", alpha=0.7)
+    ax.axvline(float(vals.mean()), color="tab:red", ls="--", lw=1,
+               label=f"mean α={vals.mean():.2f}")
+    ax.set_xlabel("α")
+    ax.set_ylabel("layers")
+    ax.legend(fontsize=7)
+    ax.set_title(f"α of {vals.size} layers", fontsize=9)
+    return ax
+
+
+# ---------------------------------------------------------------------------------------------
+# Per comparison
+# ---------------------------------------------------------------------------------------------
+
+
+def plot_metric_vs_accuracy(
+    values: Sequence[float],
+    accuracies: Sequence[float],
+    *,
+    labels: Sequence[str] | None = None,
+    groups: Sequence[str] | None = None,
+    metric: str = "metric",
+    accuracy: str = "accuracy",
+    ax: Axes | None = None,
+) -> Axes:
+    """Accuracy against a metric, one colour and one least-squares line per group.
+
+    Parameters
+    ----------
+    values, accuracies : sequence of float
+        The metric and the accuracy of each model.
+    labels : sequence of str, optional
+        Model names written next to the points.
+    groups : sequence of str, optional
+        Series of each model (a line is fitted per series with at least two models).
+    metric, accuracy : str
+        Axis labels.
+    ax : Axes, optional
+
+    Returns
+    -------
+    Axes
+
+    Raises
+    ------
+    InputError
+        If the sequences differ in length.
+    MissingDependencyError
+        If matplotlib is not installed.
+    """
+    x = np.asarray(values, dtype=np.float64)
+    y = np.asarray(accuracies, dtype=np.float64)
+    n = x.size
+    if y.size != n or (labels is not None and len(labels) != n) or (
+        groups is not None and len(groups) != n
+    ):
+        raise InputError(
+            f"values, accuracies, labels and groups must have one entry per model; got "
+            f"{n}, {y.size}, {None if labels is None else len(labels)}, "
+            f"{None if groups is None else len(groups)}"
+        )
+    ax = _axes(ax)
+    keys = list(groups) if groups is not None else ["all"] * n
+    for k, group in enumerate(dict.fromkeys(keys)):
+        sel = np.array([g == group for g in keys]) & np.isfinite(x) & np.isfinite(y)
+        colour = f"C{k % 10}"
+        ax.scatter(x[sel], y[sel], s=20, color=colour, label=group if groups else None)
+        if sel.sum() >= 2 and np.ptp(x[sel]) > 0:
+            slope, intercept = np.polyfit(x[sel], y[sel], 1)
+            grid = np.linspace(x[sel].min(), x[sel].max(), 2)
+            ax.plot(grid, slope * grid + intercept, color=colour, lw=1)
+    if labels is not None:
+        for xi, yi, lab in zip(x, y, labels):
+            ax.annotate(lab, (xi, yi), fontsize=6, xytext=(2, 2), textcoords="offset points")
+    ax.set_xlabel(metric)
+    ax.set_ylabel(accuracy)
+    if groups is not None:
+        ax.legend(fontsize=7)
+    ax.set_title(f"{accuracy} vs {metric}", fontsize=9)
+    return ax
+
+
+def save_report_plots(report: Report, directory: str | Path, dpi: float = 100) -> list[Path]:
+    """Write the model plots and every analysed layer's plots as PNG files under ``directory``.
+
+    Files: ``model_correlation_flow.png``, ``model_alpha_hist.png`` (when α was fitted), and
+    ``layer{k:04d}_{name}.png`` for the k-th analysed row.
+
+    Returns
+    -------
+    list of Path
+        The files written.
+
+    Raises
+    ------
+    MissingDependencyError
+        If matplotlib is not installed.
+    OSError
+        If the files cannot be written.
+    """
+    _check_report(report)
+    out_dir = Path(directory)
+    written: list[Path] = []
+    has_alpha = any(_metric(r, "alpha") is not None for r in report.analysed)
+    if has_alpha:
+        for name, draw in (("correlation_flow", plot_correlation_flow),
+                           ("alpha_hist", plot_alpha_histogram)):
+            fig, (ax,) = new_figure(figsize=(6, 3.5), managed=False)
+            draw(report, ax)
+            written.append(save_figure(fig, out_dir / f"model_{name}.png", dpi))
+    for k, row in enumerate(report.analysed):
+        safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in row.name)[:80]
+        n_panels = len(layer_panels(row))
+        fig, axs = new_figure(n_panels, 1, figsize=layer_figsize(n_panels), managed=False)
+        layout_layer_figure(fig)
+        plot_layer(row, axs)
+        path = out_dir / f"layer{k:04d}_{safe}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(figure_png(fig, dpi, tight=False))
+        written.append(path)
+    return written

@@ -1,0 +1,191 @@
+"""A content-keyed, crash-safe store of per-tensor results, so an interrupted run can resume.
+
+One file per analysed tensor, named by a SHA-256 over: the tensor's bytes, dtype and shape; its
+key, layer id and type; every option that can change its rows (all options except those listed
+in :data:`NON_RESULT_OPTIONS`, so an option added later enters the key by default); the spectrum
+backend (numpy and torch differ in round-off); the weightspectra version; and
+:data:`CACHE_FORMAT`. A file is written to a temporary name in the same folder and renamed over
+the final name (``os.replace``, atomic on POSIX and Windows), so a killed run leaves either a
+complete entry or none; a stray temporary file is ignored and overwritten. An entry that cannot
+be read is treated as missing and recomputed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+import zipfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from weightspectra._version import __version__
+from weightspectra.errors import OptionError
+from weightspectra.report.results import LayerResult, Status
+
+#: Version of the entry layout; bump it when the layout or a metric's meaning changes.
+CACHE_FORMAT = 1
+#: Options that never change a tensor's rows (where and how fast, not what is computed).
+NON_RESULT_OPTIONS = frozenset({"workers", "cache", "device", "layers", "exclude"})
+_SUFFIX = ".wsc.npz"
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, np.generic):
+        return value.item()
+    return str(value)  # e.g. a path-like option value: its text identifies it
+
+
+class ResultCache:
+    """Per-tensor result files in one folder.
+
+    Parameters
+    ----------
+    folder : str or path-like
+        Created if missing.
+
+    Raises
+    ------
+    OptionError
+        If ``folder`` exists as a file or cannot be created.
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np
+    >>> cache = ResultCache(tempfile.mkdtemp())
+    >>> key = cache.key(np.ones((2, 2)), {"key": "w"}, {"min_evals": 8}, "numpy")
+    >>> cache.get(key) is None
+    True
+    """
+
+    def __init__(self, folder: str | os.PathLike[str]) -> None:
+        self.folder = Path(folder)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OptionError(
+                f"cache={str(folder)!r} cannot be used as a cache folder ({exc}); pass a "
+                "writable folder path"
+            ) from exc
+        if not self.folder.is_dir():
+            raise OptionError(f"cache={str(folder)!r} is not a folder; pass a folder path")
+
+    def key(
+        self,
+        tensor: np.ndarray,
+        identity: Mapping[str, Any],
+        options: Mapping[str, Any],
+        backend: str,
+    ) -> str:
+        """The entry name for one tensor: a hex SHA-256 of its content and context.
+
+        Parameters
+        ----------
+        tensor : ndarray
+            The loaded tensor (its bytes are hashed; a non-contiguous one is copied first).
+        identity : mapping
+            Key, layer id, layer type... of the tensor (JSON-serialisable).
+        options : mapping
+            ``Options.to_dict()``; the entries in :data:`NON_RESULT_OPTIONS` are left out.
+        backend : str
+            Name of the spectrum backend.
+        """
+        context = {
+            "format": CACHE_FORMAT,
+            "version": __version__,
+            "backend": backend,
+            "dtype": str(tensor.dtype),
+            "shape": list(tensor.shape),
+            "identity": dict(identity),
+            "options": {k: v for k, v in options.items() if k not in NON_RESULT_OPTIONS},
+        }
+        digest = hashlib.sha256(
+            json.dumps(context, sort_keys=True, default=_json_default).encode()
+        )
+        digest.update(memoryview(np.ascontiguousarray(tensor)).cast("B"))
+        return digest.hexdigest()
+
+    def path(self, key: str) -> Path:
+        """File of the entry ``key``."""
+        return self.folder / f"{key}{_SUFFIX}"
+
+    def get(self, key: str) -> list[LayerResult] | None:
+        """The stored rows of ``key``, or ``None`` if absent or unreadable."""
+        path = self.path(key)
+        if not path.is_file():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                records = json.loads(bytes(data["rows"]).decode())
+                evals = {name: np.array(data[name]) for name in data.files if name != "rows"}
+            return [_from_record(r, evals.get(f"evals{i}")) for i, r in enumerate(records)]
+        except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile):
+            return None  # damaged by something other than us: recompute and overwrite
+
+    def put(self, key: str, rows: Sequence[LayerResult]) -> None:
+        """Store ``rows`` under ``key`` atomically (temporary file, then ``os.replace``)."""
+        buffer = io.BytesIO()
+        arrays: dict[str, np.ndarray] = {
+            "rows": np.frombuffer(
+                json.dumps([_to_record(r) for r in rows], default=_json_default).encode(),
+                dtype=np.uint8,
+            )
+        }
+        for i, row in enumerate(rows):
+            if row.evals is not None:
+                arrays[f"evals{i}"] = row.evals
+        np.savez(buffer, **arrays)  # type: ignore[arg-type]
+        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".tmp-", suffix=_SUFFIX)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(buffer.getbuffer())
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.path(key))
+        except BaseException:
+            # On any failure, interruption included, drop the partial file and re-raise.
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self.folder.glob(f"[0-9a-f]*{_SUFFIX}"))
+
+
+def _to_record(row: LayerResult) -> dict[str, Any]:
+    return {
+        "layer_id": row.layer_id,
+        "name": row.name,
+        "key": row.key,
+        "layer_type": row.layer_type,
+        "status": row.status.value,
+        "reason": row.reason,
+        "shape": list(row.shape),
+        "N": row.N,
+        "M": row.M,
+        "rf": row.rf,
+        "num_evals": row.num_evals,
+        "metrics": dict(row.metrics),  # json keeps NaN/Infinity and exact float repr
+    }
+
+
+def _from_record(record: Mapping[str, Any], evals: np.ndarray | None) -> LayerResult:
+    return LayerResult(
+        layer_id=int(record["layer_id"]),
+        name=str(record["name"]),
+        key=str(record["key"]),
+        layer_type=str(record["layer_type"]),
+        status=Status(record["status"]),
+        reason=str(record["reason"]),
+        shape=tuple(int(s) for s in record["shape"]),
+        N=int(record["N"]),
+        M=int(record["M"]),
+        rf=int(record["rf"]),
+        num_evals=int(record["num_evals"]),
+        metrics=dict(record["metrics"]),
+        evals=evals,
+    )

@@ -1,0 +1,97 @@
+"""The command-line tool: output formats, files, errors as one line, exit codes."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from weightspectra.cli import EXIT_OK, EXIT_USAGE, run
+
+
+@pytest.fixture
+def model_file(tmp_path: Path, rng: np.random.Generator) -> Path:
+    path = tmp_path / "tiny.npz"
+    np.savez(path, **{"fc1.weight": rng.standard_normal((64, 32)),
+                      "fc1.bias": rng.standard_normal(64),
+                      "fc2.weight": rng.standard_normal((10, 64))})
+    return path
+
+
+def cli(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = run(list(argv), out, err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_analyze_table(model_file: Path) -> None:
+    code, out, err = cli("analyze", str(model_file))
+    assert code == EXIT_OK and err == ""
+    lines = out.splitlines()
+    assert lines[0].split()[:3] == ["layer_id", "name", "type"]
+    assert any(line.split()[1] == "fc1" for line in lines[2:4])
+    assert "Model summary" in out and "alpha" in out
+    assert "Not analysed by rule: 1 biases and norm scales (1-D)" in out
+
+
+def test_analyze_csv_to_file(model_file: Path, tmp_path: Path) -> None:
+    pd = pytest.importorskip("pandas")
+    target = tmp_path / "out" / "details.csv"
+    code, out, err = cli("analyze", str(model_file), "--format", "csv", "-o", str(target))
+    assert code == EXIT_OK and out == ""
+    assert "wrote 2 rows (csv)" in err
+    df = pd.read_csv(target)
+    assert list(df["name"]) == ["fc1", "fc2"]
+    assert {"alpha", "alpha_weighted", "log_norm", "entropy", "status"} <= set(df.columns)
+
+
+def test_analyze_json_and_markdown(model_file: Path) -> None:
+    code, out, _ = cli("analyze", str(model_file), "-f", "json", "--all-rows")
+    data = json.loads(out)
+    assert code == EXIT_OK and [r["name"] for r in data["layers"]] == ["fc1", "fc1.bias", "fc2"]
+    code, out, _ = cli("analyze", str(model_file), "-f", "markdown")
+    assert out.count("\n| ") >= 3 and "| summary | value |" in out
+
+
+def test_layers_option_and_describe(model_file: Path) -> None:
+    code, out, _ = cli("analyze", str(model_file), "--layers", "fc2")
+    assert code == EXIT_OK and " fc1 " not in out and " fc2 " in out
+    code, out, _ = cli("describe", str(model_file))
+    assert code == EXIT_OK and "Plan (" in out and "2 matrices to analyse" in out
+
+
+def test_errors_are_one_line_without_traceback(tmp_path: Path) -> None:
+    code, out, err = cli("analyze", str(tmp_path / "missing.safetensors"))
+    assert code == EXIT_USAGE and out == ""
+    assert err.startswith("weightspectra: error: ") and "no such file" in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_debug_shows_traceback(tmp_path: Path) -> None:
+    code, _, err = cli("analyze", str(tmp_path / "missing.pt"), "--debug")
+    assert code == EXIT_USAGE and "Traceback" in err
+
+
+def test_bad_option_value(model_file: Path) -> None:
+    code, _, err = cli("analyze", str(model_file), "--min-evals", "0")
+    assert code == EXIT_USAGE and "min_evals must be a positive integer" in err
+
+
+def test_progress_bar_on_request(model_file: Path) -> None:
+    code, out, err = cli("analyze", str(model_file), "--progress")
+    assert code == EXIT_OK and "3/3" in err and "3/3" not in out
+
+
+def test_python_dash_m_entry_point(model_file: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "weightspectra", "analyze", str(model_file),
+                           "-f", "csv"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0].startswith("layer_id,name,layer_type")
+    assert "--version" in subprocess.run(
+        [sys.executable, "-m", "weightspectra", "--help"], capture_output=True, text=True
+    ).stdout
