@@ -1,0 +1,198 @@
+"""Resume: a content-keyed cache; an interrupted run restarted recomputes nothing already done."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import weightspectra as ws
+import weightspectra.analysis as analysis
+from weightspectra.errors import OptionError
+from weightspectra.runtime.cache import ResultCache
+
+
+class Stop(Exception):
+    """Raised from a progress callback to interrupt a run."""
+
+
+def _model(rng: np.random.Generator, n: int = 10) -> dict[str, np.ndarray]:
+    out = {f"layers.{i}.weight": rng.standard_t(3.0, size=(80 + 4 * i, 48)) for i in range(n)}
+    out["layers.3.bias"] = np.zeros(80)
+    return out
+
+
+@pytest.fixture
+def count_spectra(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Names of the layers whose spectrum is computed (each call of layer_eigenvalues)."""
+    calls: list[str] = []
+    real = analysis.layer_eigenvalues
+
+    def counting(*args: object, **kwargs: object) -> np.ndarray:
+        calls.append(str(kwargs.get("what", "")).split()[1])
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(analysis, "layer_eigenvalues", counting)
+    return calls
+
+
+def _same(a: ws.Report, b: ws.Report) -> None:
+    assert len(a.layers) == len(b.layers)
+    for x, y in zip(a.layers, b.layers):
+        assert x == y
+        if x.evals is not None:
+            assert y.evals is not None
+            np.testing.assert_array_equal(x.evals, y.evals)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_interrupted_run_resumes_without_recomputing(
+    rng: np.random.Generator, tmp_path: Path, count_spectra: list[str], workers: int
+) -> None:
+    model = _model(rng)
+    reference = ws.analyze(model)
+    count_spectra.clear()
+
+    def stop_half_way(p: analysis.Progress) -> None:
+        if p.done == 6:  # 5 weights and one bias done
+            raise Stop
+
+    with pytest.raises(Stop):
+        ws.analyze(model, cache=tmp_path, workers=workers, progress=stop_half_way)
+    first = list(count_spectra)
+    assert {f"layers.{i}" for i in range(5)} <= set(first)
+    stored = len(ResultCache(tmp_path))
+    assert stored == len(set(first))  # everything computed was stored, nothing else
+    count_spectra.clear()
+
+    resumed = ws.analyze(model, cache=tmp_path, workers=workers)
+    assert sorted(count_spectra) == sorted(f"layers.{i}" for i in range(10) if f"layers.{i}"
+                                           not in first)
+    _same(reference, resumed)
+    count_spectra.clear()
+
+    again = ws.analyze(model, cache=tmp_path)
+    assert count_spectra == []  # nothing recomputed
+    _same(reference, again)
+    assert not list(tmp_path.glob(".tmp-*"))
+
+
+def test_key_depends_on_content_and_result_options(
+    rng: np.random.Generator, tmp_path: Path, count_spectra: list[str]
+) -> None:
+    model = _model(rng, 3)
+    ws.analyze(model, cache=tmp_path)
+    assert len(count_spectra) == 3
+    count_spectra.clear()
+    ws.analyze(model, cache=tmp_path, workers=2)  # workers do not change results
+    assert count_spectra == []
+    ws.analyze(model, cache=tmp_path, normalize=True)  # normalize does
+    assert len(count_spectra) == 3
+    count_spectra.clear()
+    changed = dict(model)
+    changed["layers.1.weight"] = model["layers.1.weight"].copy()
+    changed["layers.1.weight"][0, 0] += 1e-9  # one value changed: only that layer is redone
+    report = ws.analyze(changed, cache=tmp_path)
+    assert count_spectra == ["layers.1"]
+    _same(ws.analyze(changed), report)
+
+
+def test_damaged_entry_is_recomputed(
+    rng: np.random.Generator, tmp_path: Path, count_spectra: list[str]
+) -> None:
+    model = _model(rng, 2)
+    reference = ws.analyze(model, cache=tmp_path)
+    entries = sorted(tmp_path.glob("*.wsc.npz"))
+    assert len(entries) == 2
+    entries[0].write_bytes(b"not a zip file")
+    count_spectra.clear()
+    _same(reference, ws.analyze(model, cache=tmp_path))
+    assert len(count_spectra) == 1
+
+
+def test_failed_write_leaves_no_entry(
+    rng: np.random.Generator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def crash(src: str, dst: str) -> None:
+        raise KeyboardInterrupt  # as if the run were killed between write and rename
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(KeyboardInterrupt):
+        ws.analyze(_model(rng, 2), cache=tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cache_round_trips_special_values(tmp_path: Path) -> None:
+    cache = ResultCache(tmp_path)
+    row = ws.Report  # keep the import used
+    from weightspectra.report.results import LayerResult, Status
+
+    rows = [
+        LayerResult(0, "a", "a.weight", "dense", Status.OK, shape=(4, 3), N=4, M=3,
+                    num_evals=3, metrics={"alpha": 0.1 + 0.2, "x": float("inf"),
+                                          "y": float("nan"), "w": "", "n": None, "k": 7},
+                    evals=np.array([1e-300, 0.5, 3.0])),
+        LayerResult(1, "b", "b.bias", "unknown", Status.SKIPPED, reason="bias"),
+    ]
+    cache.put("ab" * 32, rows)
+    back = cache.get("ab" * 32)
+    assert back is not None and row is ws.Report
+    assert back[0].metrics["alpha"] == 0.1 + 0.2
+    assert back[0].metrics["x"] == float("inf") and np.isnan(back[0].metrics["y"])  # type: ignore[arg-type]
+    np.testing.assert_array_equal(back[0].evals, rows[0].evals)  # type: ignore[arg-type]
+    assert back[1] == rows[1] and back[1].evals is None
+
+
+def test_cache_path_that_is_a_file_raises(tmp_path: Path) -> None:
+    path = tmp_path / "file"
+    path.write_text("x")
+    with pytest.raises(OptionError, match="cannot be used as a cache folder|is not a folder"):
+        ws.analyze({"w": np.eye(20)}, cache=path)
+    with pytest.raises(OptionError, match="cache must be a folder path"):
+        ws.Options(cache=3)  # type: ignore[arg-type]
+
+
+_CHILD = """
+import sys, time, numpy as np, weightspectra as ws
+rng = np.random.default_rng(0)
+model = {f"layers.{i}.weight": rng.standard_normal((400, 300)) for i in range(40)}
+def slow(p):
+    print(p.done, flush=True)
+    time.sleep(0.05)
+ws.analyze(model, cache=sys.argv[1], progress=slow)
+print("finished", flush=True)
+"""
+
+
+def test_killed_process_leaves_only_complete_entries(tmp_path: Path) -> None:
+    cache_dir = tmp_path / "cache"
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, str(cache_dir)], stdout=subprocess.PIPE, text=True
+    )
+    assert child.stdout is not None
+    for line in child.stdout:
+        if line.strip() == "12":
+            break
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait(timeout=30)
+    assert child.returncode == -signal.SIGKILL
+    cache = ResultCache(cache_dir)
+    done = len(cache)
+    assert 12 <= done < 40
+    for entry in cache_dir.glob("*.wsc.npz"):
+        assert cache.get(entry.name.removesuffix(".wsc.npz")) is not None
+    rng = np.random.default_rng(0)
+    model = {f"layers.{i}.weight": rng.standard_normal((400, 300)) for i in range(40)}
+    start = time.perf_counter()
+    resumed = ws.analyze(model, cache=cache_dir)
+    assert time.perf_counter() - start < 60
+    assert len(cache) == 40
+    _same(ws.analyze(model), resumed)
+    json.dumps(resumed.to_dict())  # a resumed report serialises like any other
