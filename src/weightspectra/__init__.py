@@ -7,6 +7,7 @@
 
 from weightspectra._version import __version__
 from weightspectra.analysis import Progress, analyze, describe
+from weightspectra.compare import Comparison, compare
 from weightspectra.errors import (
     CorruptFileError,
     InputError,
@@ -25,6 +26,7 @@ from weightspectra.report import LayerResult, Report, Status
 from weightspectra.sources import open_model
 
 __all__ = [
+    "Comparison",
     "CorruptFileError",
     "EigenMethod",
     "InputError",
@@ -46,6 +48,7 @@ __all__ = [
     "WeightSpectraWarning",
     "__version__",
     "analyze",
+    "compare",
     "describe",
     "open_model",
 ]

@@ -105,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     analyze_p.add_argument("--cache", metavar="DIR", default=None,
                            help="store each layer's result in DIR; a rerun (e.g. after an "
                                 "interruption) recomputes only what is missing")
+    analyze_p.add_argument("--report", type=Path, metavar="PATH", default=None,
+                           help="also write a self-contained HTML report (plots embedded) here")
     bar = analyze_p.add_mutually_exclusive_group()
     bar.add_argument("--progress", dest="progress", action="store_true", default=None,
                      help="always show the progress bar on stderr")
@@ -113,7 +115,44 @@ def build_parser() -> argparse.ArgumentParser:
 
     describe_p = sub.add_parser("describe", help="list layers, shapes and plans; compute nothing")
     common(describe_p)
+    _add_compare_parser(sub)
     return parser
+
+
+def _add_compare_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("compare", help="compare models: summaries, rankings, fits to accuracy")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="models to analyse, saved report JSONs, or CSVs of per-model metrics")
+    p.add_argument("--accuracy", metavar="CSV_OR_COLUMN", default=None,
+                   help="a CSV of model,accuracy, or a column of the input CSVs (default: a "
+                        "'top1'/'accuracy' column when there is one)")
+    p.add_argument("--metrics", action="append", metavar="M",
+                   help="metrics to compare, comma-separated (default: all summary metrics)")
+    p.add_argument("--report", type=Path, metavar="PATH", default=None,
+                   help="also write a self-contained HTML comparison here")
+    p.add_argument("--format", "-f", default="table", choices=["table", "markdown", "csv", "json"],
+                   help="output format (default: table; csv gives the fits)")
+    p.add_argument("--output", "-o", type=Path, help="write the output to this file")
+    p.add_argument("--min-evals", type=int, default=8, help="for models analysed here")
+    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+
+
+def _run_compare(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    from weightspectra.compare import compare
+
+    metrics = [str(m) for m in _split_list(args.metrics) or ()] or None
+    cmp = compare(args.inputs, args.accuracy, metrics=metrics, min_evals=args.min_evals)
+    text = cmp.render(args.format)
+    if args.output is not None:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(text)
+        stderr.write(f"weightspectra: wrote the comparison ({args.format}) to {args.output}\n")
+    else:
+        stdout.write(text)
+    if args.report is not None:
+        cmp.to_html(args.report)
+        stderr.write(f"weightspectra: wrote the HTML comparison to {args.report}\n")
+    return EXIT_OK
 
 
 def _options(args: argparse.Namespace) -> Options:
@@ -138,6 +177,8 @@ def run(argv: Sequence[str] | None, stdout: TextIO, stderr: TextIO) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if args.command == "compare":
+            return _run_compare(args, stdout, stderr)
         options = _options(args)
         include = "all" if args.all_rows else "analysed"
         if args.command == "analyze":
@@ -153,6 +194,9 @@ def run(argv: Sequence[str] | None, stdout: TextIO, stderr: TextIO) -> int:
                          f"to {args.output}\n")
         else:
             stdout.write(text)
+        if getattr(args, "report", None) is not None:
+            report.to_html(args.report)
+            stderr.write(f"weightspectra: wrote the HTML report to {args.report}\n")
     except WeightSpectraError as exc:
         if args.debug:
             traceback.print_exc(file=stderr)

@@ -394,8 +394,12 @@ class HessianOperator(_Evaluator):
     ) -> torch.Tensor:
         names = self.param_names
 
+        buffers = {n for n, _ in self.model.named_buffers()}
+
         def loss_of(*theta: torch.Tensor) -> torch.Tensor:
-            state = dict(base)
+            # Buffers are cloned inside the transform: train-mode BatchNorm updates them in place,
+            # which torch.func refuses on tensors captured from outside.
+            state = {n: t.clone() if n in buffers else t for n, t in base.items()}
             state.update(zip(names, theta, strict=True))
             return self._batch_loss(state, x, y)
 

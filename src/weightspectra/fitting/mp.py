@@ -100,7 +100,7 @@ def tw_scale(N: int, M: int, sigma: float = 1.0) -> float:
     ``σ² (√N + √M)(1/√N + 1/√M)^(1/3) / N``, of order ``N^(−2/3)``.
     """
     a, b = math.sqrt(N), math.sqrt(M)
-    return sigma * sigma * (a + b) * (1.0 / a + 1.0 / b) ** (1.0 / 3.0) / N
+    return float(sigma * sigma * (a + b) * (1.0 / a + 1.0 / b) ** (1.0 / 3.0) / N)
 
 
 def mp_cdf_table(Q: float) -> tuple[np.ndarray, np.ndarray]:

@@ -22,7 +22,7 @@ from weightspectra.core.eigen import gram_eigenvalues
 from weightspectra.errors import OptionError
 from weightspectra.fitting.fingers import FINGERS_ALPHA_DROP, MAX_FINGERS, fix_fingers
 from weightspectra.fitting.mp import TW_MULTIPLIER, MPFit, MPFitError, count_zeros, fit_mp
-from weightspectra.fitting.powerlaw import FIT_EVAL_THRESHOLD, FitError, PowerLawFit
+from weightspectra.fitting.powerlaw import FitError, PowerLawFit
 from weightspectra.fitting.tpl import P_THRESHOLD, CompareError, compare_fits
 from weightspectra.fitting.uncertainty import (
     BOOTSTRAP_REPLICATES,
@@ -34,7 +34,7 @@ from weightspectra.options import parse_enum
 
 #: A fitted tail shorter than this is flagged ``spurious-fit`` unless ``min_tail`` says otherwise.
 SHORT_TAIL = 10
-#: Size allowance of the bulk goodness of fit: the KS threshold is ``mp_max_D + MP_SMALL_D / n``
+#: Size allowance of the bulk goodness of fit: the KS threshold is ``mp_max_ks + MP_SMALL_D / n``
 #: (the KS distance of a Gaussian layer's bulk shrinks like 1/n, eigenvalues being rigid).
 MP_SMALL_D = 2.0
 #: Histogram bins of ``rand_distance``: √n, clipped to this range.
@@ -49,41 +49,43 @@ RANK_COLLAPSE = "rank-collapse"
 PHASES: Final = (RANDOM_LIKE, BLEEDING_OUT, BULK_SPIKES, BULK_DECAY, HEAVY_TAILED, RANK_COLLAPSE)
 
 #: Every column :func:`layer_diagnostics` returns, in report order, with a one-line meaning.
-DIAGNOSTIC_COLUMNS: Final = MappingProxyType({
-    "sigma_mp": "fitted entry std σ of the MP bulk (normalised units, incl. any conv scaling)",
-    "bulk_min": "MP lower edge λ₋ in the report's eigenvalue units",
-    "bulk_max": "MP upper edge λ₊ in the report's eigenvalue units",
-    "tw_margin": "Tracy–Widom margin above λ₊ (multiplier × TW scale), report units",
-    "num_spikes": "eigenvalues above λ₊ + tw_margin",
-    "spike_share": "num_spikes / number of eigenvalues",
-    "mp_softrank": "λ₊ / λ_max",
-    "mp_fit_D": "KS distance between the bulk (nonzero, non-spike) and the fitted MP law",
-    "zero_share": "share of numerically zero eigenvalues",
-    "phase": "phase of training: " + ", ".join(PHASES),
-    "phase_reason": "the rule of the phase table that fired, with its numbers",
-    "num_traps": "shuffled-matrix eigenvalues beyond the shuffled MP edge (randomize=True)",
-    "max_rand_eval": "largest eigenvalue of the shuffled matrix, report units (randomize=True)",
-    "rand_distance": "Jensen–Shannon distance of the log10-eigenvalue densities, real vs shuffled",
-    "detX_num": "eigenvalues above λ_detX (ERG condition)",
-    "detX_val": "λ_detX: where the running product of the top (mean-1) eigenvalues drops below 1",
-    "detX_gap": "log10(xmin / λ_detX): 0 when the ERG and power-law tail starts coincide",
-    "warning": "comma-separated fit labels: fit-failed, over-trained, under-trained, "
-    "spurious-fit, low-confidence",
-    "warning_detail": "the reason for each warning label",
-    "alpha_ci_low": "lower end of the seeded bootstrap interval of α (bootstrap > 0)",
-    "alpha_ci_high": "upper end of the seeded bootstrap interval of α (bootstrap > 0)",
-    "num_fingers": "top eigenvalues removed by the fingers fix (fingers=True)",
-    "alpha_fingers": "α after the fingers fix (None when nothing was removed)",
-    "best_fit": "power_law, truncated_power_law, lognormal or exponential (compare_fits=True)",
-    "alpha_tpl": "α of the truncated power law fit (compare_fits=True)",
-    "Lambda": "cut-off rate Λ of the truncated power law, 1/report units (compare_fits=True)",
-    "lr_exponential": "Σ log-likelihood ratio power law − exponential (> 0 favours power law)",
-    "p_exponential": "Vuong p-value of lr_exponential",
-    "lr_lognormal": "Σ log-likelihood ratio power law − log-normal",
-    "p_lognormal": "Vuong p-value of lr_lognormal",
-    "lr_tpl": "Σ log-likelihood ratio power law − truncated power law (≤ 0, nested)",
-    "p_tpl": "Wilks p-value (½χ²₀ + ½χ²₁) of lr_tpl",
-})
+DIAGNOSTIC_COLUMNS: Final = MappingProxyType(
+    {
+        "sigma_mp": "fitted entry std σ of the MP bulk (normalised units, incl. any conv scaling)",
+        "bulk_min": "MP lower edge λ₋ in the report's eigenvalue units",
+        "bulk_max": "MP upper edge λ₊ in the report's eigenvalue units",
+        "tw_margin": "Tracy–Widom margin above λ₊ (multiplier × TW scale), report units",
+        "num_spikes": "eigenvalues above λ₊ + tw_margin",
+        "spike_share": "num_spikes / number of eigenvalues",
+        "mp_softrank": "λ₊ / λ_max",
+        "mp_fit_D": "KS distance between the bulk (nonzero, non-spike) and the fitted MP law",
+        "zero_share": "share of numerically zero eigenvalues",
+        "phase": "phase of training: " + ", ".join(PHASES),
+        "phase_reason": "the rule of the phase table that fired, with its numbers",
+        "num_traps": "shuffled-matrix eigenvalues beyond the shuffled MP edge (randomize=True)",
+        "max_rand_eval": "largest eigenvalue of the shuffled matrix, report units (randomize=True)",
+        "rand_distance": "Jensen–Shannon distance of log10-eigenvalue densities, real vs shuffled",
+        "detX_num": "eigenvalues above λ_detX (ERG condition)",
+        "detX_val": "λ_detX: where the running product of top (mean-1) eigenvalues drops below 1",
+        "detX_gap": "log10(xmin / λ_detX): 0 when the ERG and power-law tail starts coincide",
+        "warning": "comma-separated fit labels: fit-failed, over-trained, under-trained, "
+        "spurious-fit, low-confidence",
+        "warning_detail": "the reason for each warning label",
+        "alpha_ci_low": "lower end of the seeded bootstrap interval of α (bootstrap > 0)",
+        "alpha_ci_high": "upper end of the seeded bootstrap interval of α (bootstrap > 0)",
+        "num_fingers": "top eigenvalues removed by the fingers fix (fingers=True)",
+        "alpha_fingers": "α after the fingers fix (None when nothing was removed)",
+        "best_fit": "power_law, truncated_power_law, lognormal or exponential (compare_fits=True)",
+        "alpha_tpl": "α of the truncated power law fit (compare_fits=True)",
+        "Lambda": "cut-off rate Λ of the truncated power law, 1/report units (compare_fits=True)",
+        "lr_exponential": "Σ log-likelihood ratio power law − exponential (> 0 favours power law)",
+        "p_exponential": "Vuong p-value of lr_exponential",
+        "lr_lognormal": "Σ log-likelihood ratio power law − log-normal",
+        "p_lognormal": "Vuong p-value of lr_lognormal",
+        "lr_tpl": "Σ log-likelihood ratio power law − truncated power law (≤ 0, nested)",
+        "p_tpl": "Wilks p-value (½χ²₀ + ½χ²₁) of lr_tpl",
+    }
+)
 
 Value = float | int | str | None
 
@@ -111,8 +113,8 @@ class DiagnosticsConfig:
         Fit the MP law (cost O(n) after the eigenvalues; needed for phases and fingers).
     tw_multiplier : float, default 3.0
         Spikes are eigenvalues above λ₊ + tw_multiplier × Tracy–Widom scale.
-    mp_max_D : float, default 0.05
-        The MP bulk "fits" when its KS distance is ≤ mp_max_D + 2/n.
+    mp_max_ks : float, default 0.05
+        The MP bulk "fits" when its KS distance is ≤ mp_max_ks + 2/n.
     spike_rel_gap : float, default 0.1
         An eigenvalue above λ₊·(1 + spike_rel_gap) is "well beyond" the edge (a spike, not
         bleeding-out).
@@ -162,7 +164,7 @@ class DiagnosticsConfig:
 
     mp_fit: bool = True
     tw_multiplier: float = TW_MULTIPLIER
-    mp_max_D: float = 0.05
+    mp_max_ks: float = 0.05
     spike_rel_gap: float = 0.1
     bulk_decay_share: float = 0.05
     heavy_share: float = 0.10
@@ -191,10 +193,20 @@ class DiagnosticsConfig:
         for name in ("tw_multiplier", "fingers_alpha_drop"):
             value = getattr(self, name)
             _check(_is_real(value) and value > 0, name, "a positive finite number", value)
-        _check(_is_real(self.spike_rel_gap) and self.spike_rel_gap >= 0, "spike_rel_gap",
-               "a finite number ≥ 0", self.spike_rel_gap)
-        for name in ("mp_max_D", "bulk_decay_share", "heavy_share", "rank_collapse_share",
-                     "ci_level", "p_threshold"):
+        _check(
+            _is_real(self.spike_rel_gap) and self.spike_rel_gap >= 0,
+            "spike_rel_gap",
+            "a finite number ≥ 0",
+            self.spike_rel_gap,
+        )
+        for name in (
+            "mp_max_ks",
+            "bulk_decay_share",
+            "heavy_share",
+            "rank_collapse_share",
+            "ci_level",
+            "p_threshold",
+        ):
             value = getattr(self, name)
             _check(_is_real(value) and 0 < value < 1, name, "a number in (0, 1)", value)
         if self.heavy_share < self.bulk_decay_share:
@@ -202,8 +214,12 @@ class DiagnosticsConfig:
                 f"heavy_share={self.heavy_share} is below bulk_decay_share="
                 f"{self.bulk_decay_share}; raise heavy_share or lower bulk_decay_share"
             )
-        for name in ("heavy_alpha_max", "over_trained_alpha", "under_trained_alpha",
-                     "spurious_alpha"):
+        for name in (
+            "heavy_alpha_max",
+            "over_trained_alpha",
+            "under_trained_alpha",
+            "spurious_alpha",
+        ):
             value = getattr(self, name)
             _check(_is_real(value) and value > 1, name, "a finite number > 1", value)
         if not self.over_trained_alpha < self.under_trained_alpha <= self.spurious_alpha:
@@ -212,14 +228,25 @@ class DiagnosticsConfig:
                 f"{self.over_trained_alpha}, {self.under_trained_alpha}, {self.spurious_alpha}"
             )
         if self.min_tail is not None:
-            _check(_is_int(self.min_tail) and self.min_tail >= 2, "min_tail",
-                   "None or an integer ≥ 2", self.min_tail)
+            _check(
+                _is_int(self.min_tail) and self.min_tail >= 2,
+                "min_tail",
+                "None or an integer ≥ 2",
+                self.min_tail,
+            )
         _check(_is_int(self.seed) and self.seed >= 0, "seed", "an integer ≥ 0", self.seed)
-        _check(_is_int(self.bootstrap) and (self.bootstrap == 0 or self.bootstrap >= 10),
-               "bootstrap", f"0 (off) or an integer ≥ 10, e.g. {BOOTSTRAP_REPLICATES}",
-               self.bootstrap)
-        _check(_is_int(self.max_fingers) and self.max_fingers >= 1, "max_fingers",
-               "a positive integer", self.max_fingers)
+        _check(
+            _is_int(self.bootstrap) and (self.bootstrap == 0 or self.bootstrap >= 10),
+            "bootstrap",
+            f"0 (off) or an integer ≥ 10, e.g. {BOOTSTRAP_REPLICATES}",
+            self.bootstrap,
+        )
+        _check(
+            _is_int(self.max_fingers) and self.max_fingers >= 1,
+            "max_fingers",
+            "a positive integer",
+            self.max_fingers,
+        )
         method = parse_enum(BootstrapMethod, self.bootstrap_method, "bootstrap_method")
         object.__setattr__(self, "bootstrap_method", method)
 
@@ -298,8 +325,13 @@ def layer_diagnostics(
     effective = fit
     if config.fingers and fit is not None and mp is not None:
         edge = (mp.bulk_max + mp.tw_margin) * scale
-        fixed = fix_fingers(x, fit, outlier_edge=edge, max_fingers=config.max_fingers,
-                            alpha_drop=config.fingers_alpha_drop)
+        fixed = fix_fingers(
+            x,
+            fit,
+            outlier_edge=edge,
+            max_fingers=config.max_fingers,
+            alpha_drop=config.fingers_alpha_drop,
+        )
         out["num_fingers"] = fixed.num_removed
         if fixed.num_removed:
             out["alpha_fingers"] = fixed.fit.alpha
@@ -307,7 +339,7 @@ def layer_diagnostics(
 
     label, detail = fit_warnings(effective, fit_error, config)
     out["warning"], out["warning_detail"] = label, detail
-    phase, reason = classify_phase(x, mp, zeros, effective, label, config, mp_error)
+    phase, reason = classify_phase(x / scale, mp, zeros, effective, label, config, mp_error)
     out["phase"], out["phase_reason"] = phase, reason
 
     if config.detx:
@@ -321,21 +353,34 @@ def layer_diagnostics(
 
     if effective is not None and config.bootstrap:
         try:
-            ci = alpha_bootstrap_ci(x, effective, replicates=config.bootstrap,
-                                    level=config.ci_level, seed=config.seed,
-                                    method=BootstrapMethod(config.bootstrap_method))
+            ci = alpha_bootstrap_ci(
+                x,
+                effective,
+                replicates=config.bootstrap,
+                level=config.ci_level,
+                seed=config.seed,
+                method=BootstrapMethod(config.bootstrap_method),
+            )
             out["alpha_ci_low"], out["alpha_ci_high"] = ci.low, ci.high
         except FitError as exc:
             out["warning_detail"] = _join(str(out["warning_detail"]), f"no α interval: {exc}")
 
     if effective is not None and config.compare_fits:
         try:
-            cmp = compare_fits(x[x >= effective.xmin], effective.xmin,
-                               p_threshold=config.p_threshold)
-            out.update(best_fit=cmp.best_fit, alpha_tpl=cmp.tpl.alpha, Lambda=cmp.tpl.Lambda,
-                       lr_exponential=cmp.lr_exponential, p_exponential=cmp.p_exponential,
-                       lr_lognormal=cmp.lr_lognormal, p_lognormal=cmp.p_lognormal,
-                       lr_tpl=cmp.lr_tpl, p_tpl=cmp.p_tpl)
+            cmp = compare_fits(
+                x[x >= effective.xmin], effective.xmin, p_threshold=config.p_threshold
+            )
+            out.update(
+                best_fit=cmp.best_fit,
+                alpha_tpl=cmp.tpl.alpha,
+                Lambda=cmp.tpl.Lambda,
+                lr_exponential=cmp.lr_exponential,
+                p_exponential=cmp.p_exponential,
+                lr_lognormal=cmp.lr_lognormal,
+                p_lognormal=cmp.p_lognormal,
+                lr_tpl=cmp.lr_tpl,
+                p_tpl=cmp.p_tpl,
+            )
         except CompareError as exc:
             out["warning_detail"] = _join(str(out["warning_detail"]), f"no comparison: {exc}")
     return out
@@ -391,7 +436,7 @@ def classify_phase(
     Parameters
     ----------
     evals : ndarray of shape (n,)
-        Ascending eigenvalues (any units; only their count and the MP-relative positions matter).
+        Ascending eigenvalues in normalised units (those ``mp`` was fitted to).
     mp : MPFit or None
         MP fit of ``evals`` in normalised units (None: no phase unless rank-collapse).
     zeros : int
@@ -412,33 +457,45 @@ def classify_phase(
     n = evals.size
     zero_share = zeros / n
     if zero_share > config.rank_collapse_share:
-        return RANK_COLLAPSE, (f"{zero_share:.1%} numerically zero eigenvalues > "
-                               f"{config.rank_collapse_share:.1%} (MP: none)")
+        return RANK_COLLAPSE, (
+            f"{zero_share:.1%} numerically zero eigenvalues > "
+            f"{config.rank_collapse_share:.1%} (MP: none)"
+        )
     if mp is None:
         return None, f"no MP fit: {mp_error}" if mp_error else "MP fit off"
     share = mp.num_spikes / n
-    d_max = config.mp_max_D + MP_SMALL_D / max(n - zeros, 1)
+    d_max = config.mp_max_ks + MP_SMALL_D / max(n - zeros, 1)
     mp_ok = mp.ks_distance <= d_max
-    pl_ok = (fit is not None and "spurious-fit" not in warning
-             and fit.alpha <= config.heavy_alpha_max)
+    pl_ok = (
+        fit is not None and "spurious-fit" not in warning and fit.alpha <= config.heavy_alpha_max
+    )
     if (not mp_ok or share >= config.heavy_share) and pl_ok and fit is not None:
-        why = (f"MP bulk KS {mp.ks_distance:.3f} > {d_max:.3f}" if not mp_ok
-               else f"{share:.1%} beyond the MP edge ≥ {config.heavy_share:.1%}")
+        why = (
+            f"MP bulk KS {mp.ks_distance:.3f} > {d_max:.3f}"
+            if not mp_ok
+            else f"{share:.1%} beyond the MP edge ≥ {config.heavy_share:.1%}"
+        )
         return HEAVY_TAILED, f"{why}; power law α={fit.alpha:.3g} ≤ {config.heavy_alpha_max:g}"
     if not mp_ok:
-        return BULK_DECAY, (f"MP bulk KS {mp.ks_distance:.3f} > {d_max:.3f} and no power law "
-                            f"with α ≤ {config.heavy_alpha_max:g}")
+        return BULK_DECAY, (
+            f"MP bulk KS {mp.ks_distance:.3f} > {d_max:.3f} and no power law "
+            f"with α ≤ {config.heavy_alpha_max:g}"
+        )
     if mp.num_spikes == 0:
         return RANDOM_LIKE, f"MP bulk fits (KS {mp.ks_distance:.3f}); nothing beyond λ₊ + TW"
     if share >= config.bulk_decay_share:
         return BULK_DECAY, f"{share:.1%} beyond the MP edge ≥ {config.bulk_decay_share:.1%}"
-    far = mp.bulk_max * (1.0 + config.spike_rel_gap) * (evals[-1] / (mp.bulk_max / mp.softrank))
+    far = mp.bulk_max * (1.0 + config.spike_rel_gap)
     num_far = int(np.count_nonzero(evals > far))
     if num_far:
-        return BULK_SPIKES, (f"{num_far} of {mp.num_spikes} eigenvalues beyond the edge are "
-                             f"> λ₊·{1.0 + config.spike_rel_gap:g}")
-    return BLEEDING_OUT, (f"{mp.num_spikes} eigenvalues ({share:.1%}) just beyond the edge, all "
-                          f"≤ λ₊·{1.0 + config.spike_rel_gap:g}")
+        return BULK_SPIKES, (
+            f"{num_far} of {mp.num_spikes} eigenvalues beyond the edge are "
+            f"> λ₊·{1.0 + config.spike_rel_gap:g}"
+        )
+    return BLEEDING_OUT, (
+        f"{mp.num_spikes} eigenvalues ({share:.1%}) just beyond the edge, all "
+        f"≤ λ₊·{1.0 + config.spike_rel_gap:g}"
+    )
 
 
 def detx(evals: np.ndarray) -> tuple[int | None, float | None]:
@@ -495,7 +552,11 @@ def rand_distance(real: np.ndarray, shuffled: np.ndarray) -> float:
 
 
 def _traps(
-    weights: np.ndarray, evals: np.ndarray, N: int, M: int, scale: float,
+    weights: np.ndarray,
+    evals: np.ndarray,
+    N: int,
+    M: int,
+    scale: float,
     config: DiagnosticsConfig,
 ) -> dict[str, Value]:
     """Correlation traps: MP fit of the ESD of the entry-shuffled matrix (seeded)."""
@@ -509,8 +570,10 @@ def _traps(
     raw = np.sort(np.maximum(np.concatenate(parts), 0.0))
     # Shuffling keeps ‖W‖_F, so the sums fix the unit of ``evals`` (conv scaling, 1/N) exactly.
     shuffled = raw * (float(evals.sum()) / float(raw.sum()))
-    out: dict[str, Value] = {"max_rand_eval": float(shuffled[-1]),
-                             "rand_distance": rand_distance(evals, shuffled)}
+    out: dict[str, Value] = {
+        "max_rand_eval": float(shuffled[-1]),
+        "rand_distance": rand_distance(evals, shuffled),
+    }
     try:
         rand_mp = fit_mp(shuffled / scale, N, M, tw_multiplier=config.tw_multiplier)
         out["num_traps"] = rand_mp.num_spikes
@@ -525,7 +588,6 @@ def _join(a: str, b: str) -> str:
 
 __all__ = [
     "DIAGNOSTIC_COLUMNS",
-    "FIT_EVAL_THRESHOLD",
     "PHASES",
     "DiagnosticsConfig",
     "classify_phase",
