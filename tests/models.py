@@ -126,7 +126,12 @@ class BertLike(nn.Module):
     """The module tree of a BERT encoder (all-MiniLM-L6-v2's shapes by default), no forward."""
 
     def __init__(
-        self, vocab: int = 30522, d: int = 384, ff: int = 1536, layers: int = 6, positions: int = 512
+        self,
+        vocab: int = 30522,
+        d: int = 384,
+        ff: int = 1536,
+        layers: int = 6,
+        positions: int = 512,
     ) -> None:
         super().__init__()
         self.embeddings = _Embeddings(vocab, d, positions)

@@ -16,13 +16,21 @@ EXACT_COLUMNS = (
     "log_spectral_norm", "stable_rank", "entropy", "sigma", "lambda_max", "norm",
 )  # fmt: skip
 COUNT_COLUMNS = ("num_pl_spikes", "num_evals", "N", "M", "matrix_rank", "rank_loss")
-PEER_SUMMARY = {"alpha": 4.1171, "alpha_weighted": 5.0648, "log_norm": 2.9307,
-                "log_spectral_norm": 1.3941, "log_alpha_norm": 5.5960, "stable_rank": 38.0629}
+PEER_SUMMARY = {
+    "alpha": 4.1171,
+    "alpha_weighted": 5.0648,
+    "log_norm": 2.9307,
+    "log_spectral_norm": 1.3941,
+    "log_alpha_norm": 5.5960,
+    "stable_rank": 38.0629,
+}
 
 
 def assert_matches_peer(report: ws.Report, peer: dict[str, dict[str, str]]) -> None:
     ours = {r.name: r for r in report.analysed}
-    assert set(peer) <= set(ours), f"layers the peer analysed but we did not: {set(peer) - set(ours)}"
+    assert set(peer) <= set(ours), (
+        f"layers the peer analysed but we did not: {set(peer) - set(ours)}"
+    )
     for name, row in peer.items():
         mine = ours[name].row()
         for col in EXACT_COLUMNS:
@@ -33,7 +41,9 @@ def assert_matches_peer(report: ws.Report, peer: dict[str, dict[str, str]]) -> N
         assert report.summary[key] == pytest.approx(value, abs=5e-5), key
 
 
-def test_minilm_file_matches_peer(minilm_path: Path, peer_minilm: dict[str, dict[str, str]]) -> None:
+def test_minilm_file_matches_peer(
+    minilm_path: Path, peer_minilm: dict[str, dict[str, str]]
+) -> None:
     report = ws.analyze(minilm_path)
     assert_matches_peer(report, peer_minilm)
     assert len(report.analysed) == 39

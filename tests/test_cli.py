@@ -17,9 +17,14 @@ from weightspectra.cli import EXIT_OK, EXIT_USAGE, run
 @pytest.fixture
 def model_file(tmp_path: Path, rng: np.random.Generator) -> Path:
     path = tmp_path / "tiny.npz"
-    np.savez(path, **{"fc1.weight": rng.standard_normal((64, 32)),
-                      "fc1.bias": rng.standard_normal(64),
-                      "fc2.weight": rng.standard_normal((10, 64))})
+    np.savez(
+        path,
+        **{
+            "fc1.weight": rng.standard_normal((64, 32)),
+            "fc1.bias": rng.standard_normal(64),
+            "fc2.weight": rng.standard_normal((10, 64)),
+        },
+    )
     return path
 
 
@@ -88,10 +93,17 @@ def test_progress_bar_on_request(model_file: Path) -> None:
 
 
 def test_python_dash_m_entry_point(model_file: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "weightspectra", "analyze", str(model_file),
-                           "-f", "csv"], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "weightspectra", "analyze", str(model_file), "-f", "csv"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[0].startswith("layer_id,name,layer_type")
-    assert "--version" in subprocess.run(
-        [sys.executable, "-m", "weightspectra", "--help"], capture_output=True, text=True
-    ).stdout
+    assert (
+        "--version"
+        in subprocess.run(
+            [sys.executable, "-m", "weightspectra", "--help"], capture_output=True, text=True
+        ).stdout
+    )

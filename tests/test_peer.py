@@ -17,17 +17,32 @@ import pytest
 pytest.importorskip("torch")
 pd = pytest.importorskip("pandas")
 if importlib.util.find_spec("weightwatcher") is None:
-    pytest.skip("the peer (weightwatcher==0.7.7) is not installed: pip install -e '.[dev]'",
-                allow_module_level=True)
+    pytest.skip(
+        "the peer (weightwatcher==0.7.7) is not installed: pip install -e '.[dev]'",
+        allow_module_level=True,
+    )
 
 import weightspectra as ws  # noqa: E402
 from models import build  # noqa: E402
 
 pytestmark = pytest.mark.peer
 SCRIPT = Path(__file__).parent / "peer_script.py"
-FLOAT_COLUMNS = ("alpha", "D", "xmin", "xmax", "sigma", "alpha_weighted", "log_alpha_norm",
-                 "log_norm", "log_spectral_norm", "stable_rank", "entropy", "lambda_max", "norm",
-                 "sv_max")
+FLOAT_COLUMNS = (
+    "alpha",
+    "D",
+    "xmin",
+    "xmax",
+    "sigma",
+    "alpha_weighted",
+    "log_alpha_norm",
+    "log_norm",
+    "log_spectral_norm",
+    "stable_rank",
+    "entropy",
+    "lambda_max",
+    "norm",
+    "sv_max",
+)
 INT_COLUMNS = ("N", "M", "rf", "num_evals", "num_pl_spikes", "matrix_rank")
 
 
@@ -35,7 +50,9 @@ def peer_details(model: str, seed: int, pool: bool, tmp_path: Path) -> pd.DataFr
     out = tmp_path / f"peer-{model}-{seed}-{pool}.csv"
     subprocess.run(
         [sys.executable, str(SCRIPT), model, str(seed), "1" if pool else "0", str(out)],
-        check=True, capture_output=True, timeout=300,
+        check=True,
+        capture_output=True,
+        timeout=300,
     )
     return pd.read_csv(out)
 
@@ -49,11 +66,12 @@ def test_rows_equal_the_peer(model: str, pool: bool, tmp_path: Path) -> None:
     # the peer names rows by module; ours add the kernel position for unpooled slices
     assert [n.split("[")[0] for n in ours["name"]] == list(peer["longname"])
     for col in FLOAT_COLUMNS:
-        np.testing.assert_allclose(ours[col].to_numpy(float), peer[col].to_numpy(float),
-                                   rtol=1e-7, err_msg=col)
+        np.testing.assert_allclose(
+            ours[col].to_numpy(float), peer[col].to_numpy(float), rtol=1e-7, err_msg=col
+        )
     for col in INT_COLUMNS:
-        np.testing.assert_array_equal(ours[col].to_numpy(int), peer[col].to_numpy(int),
-                                      err_msg=col)
+        np.testing.assert_array_equal(ours[col].to_numpy(int), peer[col].to_numpy(int), err_msg=col)
     expected_warning = peer["warning"].fillna("").to_numpy(str)
-    assert [w.split(",")[0] if w.startswith(("over", "under")) else "" for w in ours["warning"]] \
-        == [w if w in ("over-trained", "under-trained") else "" for w in expected_warning]
+    assert [
+        w.split(",")[0] if w.startswith(("over", "under")) else "" for w in ours["warning"]
+    ] == [w if w in ("over-trained", "under-trained") else "" for w in expected_warning]

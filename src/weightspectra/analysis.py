@@ -97,9 +97,7 @@ def _plan_entry(
         layer_type, why = infer_layer_type(entry.key, entry.shape, shapes)
     if layer_type is LayerType.UNKNOWN:
         return skip(why)
-    if options.layers is not None and not selects(
-        options.layers, layer_id, entry.name, layer_type
-    ):
+    if options.layers is not None and not selects(options.layers, layer_id, entry.name, layer_type):
         return skip("not selected by the layers option", layer_type)
     if options.exclude and selects(options.exclude, layer_id, entry.name, layer_type):
         return skip("excluded by the exclude option", layer_type)
@@ -117,7 +115,7 @@ def _group_skip_reason(group: GroupPlan, options: Options) -> str:
             f"{f' ×{group.count} slices' if group.count > 1 else ''}), fewer than "
             f"min_evals={options.min_evals}"
         )
-    if options.max_evals is not None and group.M > options.max_evals:
+    if options.max_evals is not None and options.max_evals < group.M:
         return f"M={group.M} exceeds max_evals={options.max_evals}"
     return ""
 
@@ -141,9 +139,7 @@ def _base_row(tp: TensorPlan, group: GroupPlan | None, status: Status, reason: s
 
 def spectrum_metrics(evals: np.ndarray, N: int, M: int, options: Options) -> dict[str, Any]:
     """All metric columns of one ESD: norms, ranks, entropy, power-law fit, warning."""
-    metrics: dict[str, Any] = norm_metrics(
-        evals, N, M, exact=options.eig_method is EigenMethod.SVD
-    )
+    metrics: dict[str, Any] = norm_metrics(evals, N, M, exact=options.eig_method is EigenMethod.SVD)
     try:
         fit = fit_power_law(evals)
     except FitError as exc:
@@ -174,10 +170,11 @@ def analyze_tensor(
         return [_base_row(tp, None, Status.SKIPPED, tp.skip_reason)]
     reasons = [_group_skip_reason(g, options) for g in tp.groups]
     if all(reasons):
-        return [_base_row(tp, g, Status.SKIPPED, r) for g, r in zip(tp.groups, reasons)]
+        pairs = zip(tp.groups, reasons, strict=True)
+        return [_base_row(tp, g, Status.SKIPPED, r) for g, r in pairs]
     try:
         tensor = tp.entry.load()
-    except Exception as exc:  # noqa: BLE001 - any reader error becomes this layer's failed row
+    except Exception as exc:
         return [
             _base_row(tp, g, Status.FAILED, f"could not read the tensor: {exc}") for g in tp.groups
         ]
@@ -191,7 +188,7 @@ def analyze_tensor(
             tp.entry.release()
             return stored
     rows = []
-    for group, reason in zip(tp.groups, reasons):
+    for group, reason in zip(tp.groups, reasons, strict=True):
         if reason:
             rows.append(_base_row(tp, group, Status.SKIPPED, reason))
             continue
@@ -256,7 +253,7 @@ def iter_results(
     with blas_budget(options.workers):
         results = ordered_map(run, announced(), options.workers)
         try:
-            for i, (tp, rows) in enumerate(zip(plans, results)):
+            for i, (tp, rows) in enumerate(zip(plans, results, strict=True)):
                 yield from rows
                 if progress is not None:
                     progress(Progress(i + 1, total, tp.entry.name))
@@ -307,8 +304,9 @@ def analyze(
     opts = _resolve_options(options, kwargs)
     source = open_model(model)
     layers = tuple(iter_results(source, opts, progress))
-    return Report(source=source.description, options=opts.to_dict(), layers=layers,
-                  version=__version__)
+    return Report(
+        source=source.description, options=opts.to_dict(), layers=layers, version=__version__
+    )
 
 
 def describe(model: object, options: Options | None = None, **kwargs: Any) -> Report:
@@ -325,5 +323,6 @@ def describe(model: object, options: Options | None = None, **kwargs: Any) -> Re
             reason = _group_skip_reason(group, opts)
             status = Status.SKIPPED if reason else Status.PLANNED
             rows.append(_base_row(tp, group, status, reason))
-    return Report(source=source.description, options=opts.to_dict(), layers=tuple(rows),
-                  version=__version__)
+    return Report(
+        source=source.description, options=opts.to_dict(), layers=tuple(rows), version=__version__
+    )

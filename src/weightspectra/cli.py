@@ -71,47 +71,102 @@ def build_parser() -> argparse.ArgumentParser:
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("model", help="a .safetensors/.pt/.bin/.npz file or a checkpoint folder")
-        p.add_argument("--format", "-f", default="table", choices=[f.value for f in Format],
-                       help="output format (default: table)")
+        p.add_argument(
+            "--format",
+            "-f",
+            default="table",
+            choices=[f.value for f in Format],
+            help="output format (default: table)",
+        )
         p.add_argument("--output", "-o", type=Path, help="write the output to this file")
-        p.add_argument("--layers", action="append", metavar="SEL",
-                       help="keep only these layers: ids, types (dense, conv2d, embedding, ...) "
-                            "or name regexes, comma-separated; repeatable")
-        p.add_argument("--exclude", action="append", metavar="SEL",
-                       help="drop these layers (same forms as --layers)")
+        p.add_argument(
+            "--layers",
+            action="append",
+            metavar="SEL",
+            help="keep only these layers: ids, types (dense, conv2d, embedding, ...) "
+            "or name regexes, comma-separated; repeatable",
+        )
+        p.add_argument(
+            "--exclude",
+            action="append",
+            metavar="SEL",
+            help="drop these layers (same forms as --layers)",
+        )
         p.add_argument("--min-evals", type=int, default=8, help="skip smaller ESDs (default: 8)")
         p.add_argument("--max-evals", type=int, default=None, help="skip layers with larger M")
-        p.add_argument("--no-pool", action="store_true",
-                       help="one row per convolution kernel position instead of a pooled ESD")
-        p.add_argument("--normalize", action="store_true",
-                       help="eigenvalues of WᵀW/N (theory convention); changes every norm")
-        p.add_argument("--split-qkv", action="store_true",
-                       help="split fused attention projections (GPT-2 c_attn) into Q, K, V")
-        p.add_argument("--all-rows", action="store_true",
-                       help="also list skipped and failed tensors as rows")
+        p.add_argument(
+            "--no-pool",
+            action="store_true",
+            help="one row per convolution kernel position instead of a pooled ESD",
+        )
+        p.add_argument(
+            "--normalize",
+            action="store_true",
+            help="eigenvalues of WᵀW/N (theory convention); changes every norm",
+        )
+        p.add_argument(
+            "--split-qkv",
+            action="store_true",
+            help="split fused attention projections (GPT-2 c_attn) into Q, K, V",
+        )
+        p.add_argument(
+            "--all-rows", action="store_true", help="also list skipped and failed tensors as rows"
+        )
         p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
 
     analyze_p = sub.add_parser("analyze", help="compute spectra, fits and metrics per layer")
     common(analyze_p)
-    analyze_p.add_argument("--eig-method", default="gram", choices=[m.value for m in EigenMethod],
-                           help="gram (fast, default) or svd (exact, slow)")
-    analyze_p.add_argument("--precision", default="float64", choices=[p.value for p in Precision],
-                           help="precision of the eigenvalue computation (default: float64)")
-    analyze_p.add_argument("--device", default="cpu", choices=[d.value for d in Device],
-                           help="cpu (numpy), cuda (torch on a GPU) or auto (GPU if present)")
-    analyze_p.add_argument("--workers", type=int, default=1, metavar="N",
-                           help="tensors analysed in parallel; BLAS threads are split so that "
-                                "workers × threads ≤ cores (default: 1)")
-    analyze_p.add_argument("--cache", metavar="DIR", default=None,
-                           help="store each layer's result in DIR; a rerun (e.g. after an "
-                                "interruption) recomputes only what is missing")
-    analyze_p.add_argument("--report", type=Path, metavar="PATH", default=None,
-                           help="also write a self-contained HTML report (plots embedded) here")
+    analyze_p.add_argument(
+        "--eig-method",
+        default="gram",
+        choices=[m.value for m in EigenMethod],
+        help="gram (fast, default) or svd (exact, slow)",
+    )
+    analyze_p.add_argument(
+        "--precision",
+        default="float64",
+        choices=[p.value for p in Precision],
+        help="precision of the eigenvalue computation (default: float64)",
+    )
+    analyze_p.add_argument(
+        "--device",
+        default="cpu",
+        choices=[d.value for d in Device],
+        help="cpu (numpy), cuda (torch on a GPU) or auto (GPU if present)",
+    )
+    analyze_p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="tensors analysed in parallel; BLAS threads are split so that "
+        "workers × threads ≤ cores (default: 1)",
+    )
+    analyze_p.add_argument(
+        "--cache",
+        metavar="DIR",
+        default=None,
+        help="store each layer's result in DIR; a rerun (e.g. after an "
+        "interruption) recomputes only what is missing",
+    )
+    analyze_p.add_argument(
+        "--report",
+        type=Path,
+        metavar="PATH",
+        default=None,
+        help="also write a self-contained HTML report (plots embedded) here",
+    )
     bar = analyze_p.add_mutually_exclusive_group()
-    bar.add_argument("--progress", dest="progress", action="store_true", default=None,
-                     help="always show the progress bar on stderr")
-    bar.add_argument("--no-progress", dest="progress", action="store_false",
-                     help="never show the progress bar")
+    bar.add_argument(
+        "--progress",
+        dest="progress",
+        action="store_true",
+        default=None,
+        help="always show the progress bar on stderr",
+    )
+    bar.add_argument(
+        "--no-progress", dest="progress", action="store_false", help="never show the progress bar"
+    )
 
     describe_p = sub.add_parser("describe", help="list layers, shapes and plans; compute nothing")
     common(describe_p)
@@ -121,17 +176,39 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_compare_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("compare", help="compare models: summaries, rankings, fits to accuracy")
-    p.add_argument("inputs", nargs="+", metavar="INPUT",
-                   help="models to analyse, saved report JSONs, or CSVs of per-model metrics")
-    p.add_argument("--accuracy", metavar="CSV_OR_COLUMN", default=None,
-                   help="a CSV of model,accuracy, or a column of the input CSVs (default: a "
-                        "'top1'/'accuracy' column when there is one)")
-    p.add_argument("--metrics", action="append", metavar="M",
-                   help="metrics to compare, comma-separated (default: all summary metrics)")
-    p.add_argument("--report", type=Path, metavar="PATH", default=None,
-                   help="also write a self-contained HTML comparison here")
-    p.add_argument("--format", "-f", default="table", choices=["table", "markdown", "csv", "json"],
-                   help="output format (default: table; csv gives the fits)")
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="models to analyse, saved report JSONs, or CSVs of per-model metrics",
+    )
+    p.add_argument(
+        "--accuracy",
+        metavar="CSV_OR_COLUMN",
+        default=None,
+        help="a CSV of model,accuracy, or a column of the input CSVs (default: a "
+        "'top1'/'accuracy' column when there is one)",
+    )
+    p.add_argument(
+        "--metrics",
+        action="append",
+        metavar="M",
+        help="metrics to compare, comma-separated (default: all summary metrics)",
+    )
+    p.add_argument(
+        "--report",
+        type=Path,
+        metavar="PATH",
+        default=None,
+        help="also write a self-contained HTML comparison here",
+    )
+    p.add_argument(
+        "--format",
+        "-f",
+        default="table",
+        choices=["table", "markdown", "csv", "json"],
+        help="output format (default: table; csv gives the fits)",
+    )
     p.add_argument("--output", "-o", type=Path, help="write the output to this file")
     p.add_argument("--min-evals", type=int, default=8, help="for models analysed here")
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
@@ -158,8 +235,13 @@ def _run_compare(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> in
 def _options(args: argparse.Namespace) -> Options:
     extra = {}
     if args.command == "analyze":
-        extra = {"eig_method": args.eig_method, "precision": args.precision,
-                 "device": args.device, "workers": args.workers, "cache": args.cache}
+        extra = {
+            "eig_method": args.eig_method,
+            "precision": args.precision,
+            "device": args.device,
+            "workers": args.workers,
+            "cache": args.cache,
+        }
     return Options(
         layers=_split_list(args.layers),
         exclude=_split_list(args.exclude) or (),
@@ -190,8 +272,10 @@ def run(argv: Sequence[str] | None, stdout: TextIO, stderr: TextIO) -> int:
         if args.output is not None:
             args.output.parent.mkdir(parents=True, exist_ok=True)
             args.output.write_text(text)
-            stderr.write(f"weightspectra: wrote {len(report.rows(include))} rows ({args.format}) "
-                         f"to {args.output}\n")
+            stderr.write(
+                f"weightspectra: wrote {len(report.rows(include))} rows ({args.format}) "
+                f"to {args.output}\n"
+            )
         else:
             stdout.write(text)
         if getattr(args, "report", None) is not None:

@@ -196,11 +196,8 @@ class Options:
 def _as_selector(
     values: Iterable[int | str | LayerType] | int | str | LayerType, option: str
 ) -> tuple[int | str | LayerType, ...]:
-    items: Sequence[Any]
-    if isinstance(values, (int, str, LayerType)):
-        items = [values]
-    else:
-        items = list(values)
+    single = isinstance(values, (int, str, LayerType))
+    items: Sequence[Any] = [values] if single else list(values)  # type: ignore[arg-type]
     out: list[int | str | LayerType] = []
     type_names = {t.value for t in LayerType}
     for item in items:

@@ -20,7 +20,9 @@ def naive_evals(w: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("shape", [(50, 20), (20, 50), (64, 64), (300, 11)])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_gram_matches_full_svd(rng: np.random.Generator, shape: tuple[int, int], dtype: type) -> None:
+def test_gram_matches_full_svd(
+    rng: np.random.Generator, shape: tuple[int, int], dtype: type
+) -> None:
     w = rng.standard_normal(shape).astype(dtype)
     ours = layer_eigenvalues(w[None])
     ref = naive_evals(w)

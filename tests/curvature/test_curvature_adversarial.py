@@ -56,6 +56,7 @@ def test_adversarial_batches_raise_loss_within_ball(method: str, norm: str) -> N
 def test_pgd_at_least_as_strong_as_fgsm_and_state_restored() -> None:
     net, x, y = _trained_net()
     net.train()
+    net.zero_grad(set_to_none=True)
     flags = [p.requires_grad for p in net.parameters()]
     fgsm = adversarial_batches(net, CE, [(x, y)], method="fgsm", eps=0.1)
     pgd = adversarial_batches(net, CE, [(x, y)], method="pgd", eps=0.1, steps=20, seed=3)

@@ -41,7 +41,7 @@ def test_matches_naive_loop(n: int, seed: int) -> None:
     alpha, xmin, d, m = naive_fit(evals)
     assert fit.alpha == pytest.approx(alpha, rel=1e-12)
     assert fit.xmin == pytest.approx(xmin, rel=1e-15)
-    assert fit.D == pytest.approx(d, rel=1e-9, abs=1e-13)
+    assert pytest.approx(d, rel=1e-9, abs=1e-13) == fit.D
     assert fit.num_pl_spikes == m
     assert fit.small_sample == (n < 20)
     assert fit.sigma == pytest.approx((alpha - 1) / math.sqrt(m), rel=1e-12)

@@ -48,7 +48,10 @@ def test_reads_bfloat16_without_torch_semantics(tmp_path: Path, rng: np.random.G
 
 def _write_shards(folder: Path, rng: np.random.Generator, with_index: bool) -> list[str]:
     names = [f"model.layers.{i}.mlp.weight" for i in (0, 1, 2, 10, 11)]
-    shards = {"model-00001-of-00002.safetensors": names[::2], "model-00002-of-00002.safetensors": names[1::2]}
+    shards = {
+        "model-00001-of-00002.safetensors": names[::2],
+        "model-00002-of-00002.safetensors": names[1::2],
+    }
     weight_map = {}
     for fname, keys in shards.items():
         st_numpy.save_file({k: rng.standard_normal((9, 8)) for k in keys}, str(folder / fname))
@@ -72,7 +75,7 @@ def test_sharded_folder_in_model_order(
 def test_missing_shard_is_named(tmp_path: Path, rng: np.random.Generator) -> None:
     _write_shards(tmp_path, rng, with_index=True)
     (tmp_path / "model-00002-of-00002.safetensors").unlink()
-    with pytest.raises(InputError, match="model-00002-of-00002.safetensors.*missing"):
+    with pytest.raises(InputError, match=r"model-00002-of-00002\.safetensors.*missing"):
         open_model(tmp_path)
 
 
@@ -104,5 +107,5 @@ def test_corrupt_headers(tmp_path: Path, payload: bytes, match: str) -> None:
 
 def test_folder_without_weights(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text("{}")
-    with pytest.raises(InputError, match="holds no .safetensors"):
+    with pytest.raises(InputError, match=r"holds no \.safetensors"):
         open_model(tmp_path)

@@ -109,7 +109,7 @@ def test_malicious_pickle_is_refused_and_never_runs(tmp_path: Path) -> None:
     path = tmp_path / "evil.pt"
     torch.save({"weight": torch.randn(10, 10), "payload": _WritesAFile(target)}, path)
     assert not target.exists()
-    with pytest.raises(UnsafeFileError, match="refused.*weights.pt"):
+    with pytest.raises(UnsafeFileError, match=r"refused.*weights\.pt"):
         ws.analyze(path)
     assert not target.exists()
 
@@ -136,7 +136,7 @@ def test_truncated_pt_file(tmp_path: Path) -> None:
     torch.save(nn.Linear(50, 50).state_dict(), path)
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(CorruptFileError, match="w.pt"):
+    with pytest.raises(CorruptFileError, match=r"w\.pt"):
         ws.analyze(path)
 
 

@@ -214,7 +214,7 @@ def _slice_taker(a: int, b: int, rf: int, idx: int) -> Callable[[np.ndarray], np
 
 def _index_taker(i: int) -> Callable[[np.ndarray], np.ndarray]:
     def take(t: np.ndarray) -> np.ndarray:
-        return t[i][None]
+        return np.expand_dims(t[i], 0)
 
     return take
 

@@ -83,12 +83,15 @@ def to_csv(report: Report, include: str = "analysed") -> str:
 
 
 def _grid(header: list[str], body: list[list[str]], left: set[int]) -> list[str]:
-    widths = [max(len(h), *(len(r[i]) for r in body)) if body else len(h)
-              for i, h in enumerate(header)]
+    widths = [
+        max(len(h), *(len(r[i]) for r in body)) if body else len(h) for i, h in enumerate(header)
+    ]
 
     def line(cells: list[str]) -> str:
-        return "  ".join(c.ljust(w) if i in left else c.rjust(w)
-                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+        return "  ".join(
+            c.ljust(w) if i in left else c.rjust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        ).rstrip()
 
     return [line(header), line(["-" * w for w in widths]), *(line(r) for r in body)]
 
@@ -98,8 +101,9 @@ def _not_analysed(report: Report) -> list[str]:
     routine: Counter[str] = Counter()
     listed: list[LayerResult] = []
     for r in report.layers:
-        if r.status is Status.SKIPPED and ("-D tensor (a bias" in r.reason
-                                           or r.reason.startswith("bias,")):
+        if r.status is Status.SKIPPED and (
+            "-D tensor (a bias" in r.reason or r.reason.startswith("bias,")
+        ):
             routine["biases and norm scales (1-D)"] += 1
         elif r.status is Status.SKIPPED and "a buffer such as" in r.reason:
             routine["non-float buffers"] += 1
@@ -121,10 +125,14 @@ def _not_analysed(report: Report) -> list[str]:
 def _summary_lines(report: Report) -> list[str]:
     s = report.summary
     if "num_planned" in s:
-        return [f"Plan ({report.source}): {s['num_planned']} matrices to analyse, "
-                f"{s['num_skipped']} tensors skipped"]
-    counts = (f"{s['num_layers']} analysed, {s['num_skipped']} skipped, "
-              f"{s['num_failed']} failed, {s['num_fit_failed']} power-law fits failed")
+        return [
+            f"Plan ({report.source}): {s['num_planned']} matrices to analyse, "
+            f"{s['num_skipped']} tensors skipped"
+        ]
+    counts = (
+        f"{s['num_layers']} analysed, {s['num_skipped']} skipped, "
+        f"{s['num_failed']} failed, {s['num_fit_failed']} power-law fits failed"
+    )
     lines = [f"Model summary ({report.source}): {counts}"]
     for key, value in s.items():
         if not key.startswith("num_"):
@@ -157,8 +165,9 @@ def to_markdown(report: Report, include: str = "analysed") -> str:
     lines.append("| " + " | ".join(cols) + " |")
     lines.append("|" + "|".join("---" if c in _LEFT else "---:" for c in cols) + "|")
     for r in rows:
-        lines.append("| " + " | ".join(fmt_value(r.get(c)).replace("|", "\\|")
-                                       for c in cols) + " |")
+        lines.append(
+            "| " + " | ".join(fmt_value(r.get(c)).replace("|", "\\|") for c in cols) + " |"
+        )
     lines += ["", "| summary | value |", "|---|---:|"]
     lines += [f"| {k} | {fmt_value(v)} |" for k, v in report.summary.items()]
     extra = _not_analysed(report)

@@ -167,7 +167,8 @@ def _json_value(value: Value) -> Value:
     if isinstance(value, float) and not math.isfinite(value):
         return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
     if isinstance(value, np.generic):
-        return value.item()  # type: ignore[no-any-return]
+        item: Value = value.item()
+        return item
     return value
 
 
@@ -209,7 +210,7 @@ class Report:
 
     @cached_property
     def summary(self) -> dict[str, float | int]:
-        """Model-level means and counts (see :func:`~weightspectra.metrics.summary.model_summary`)."""
+        """Model-level means and counts (see :func:`.metrics.summary.model_summary`)."""
         return model_summary(r.row() for r in self.layers)
 
     def __getitem__(self, name: str) -> LayerResult:
@@ -260,9 +261,11 @@ class Report:
         or ``"depth"`` (``metric=`` any column); see :mod:`weightspectra.report.plots`."""
         from weightspectra.report import plots
 
-        draw = {"correlation_flow": plots.plot_correlation_flow,
-                "alpha_hist": plots.plot_alpha_histogram,
-                "depth": plots.plot_metric_depth}
+        draw = {
+            "correlation_flow": plots.plot_correlation_flow,
+            "alpha_hist": plots.plot_alpha_histogram,
+            "depth": plots.plot_metric_depth,
+        }
         if kind not in draw:
             raise InputError(f"plot kind {kind!r} is unknown; choose one of {', '.join(draw)}")
         return draw[kind](self, ax=ax, **kwargs)

@@ -43,6 +43,11 @@ def _torch_sources(purpose: str) -> ModuleType:
     return torch_source
 
 
+def _open_torch_file(path: Path) -> Source:
+    source: Source = _torch_sources(f"reading {path}").open_file(path)
+    return source
+
+
 def _torch_loaded() -> ModuleType | None:
     """The torch adapter if torch is already imported by the caller (never imports torch)."""
     if "torch" not in sys.modules:
@@ -75,7 +80,8 @@ def open_model(model: object) -> Source:
         return _open_path(Path(model))
     torch_source = _torch_loaded()
     if torch_source is not None and torch_source.is_module(model):
-        return torch_source.open_module(model)
+        module_source: Source = torch_source.open_module(model)
+        return module_source
     if isinstance(model, Mapping):
         if not model:
             raise InputError("the mapping given as a model is empty: it holds no weights")
@@ -84,7 +90,8 @@ def open_model(model: object) -> Source:
         if torch_source is not None and any(
             torch_source.is_tensor(v) or isinstance(v, Mapping) for v in model.values()
         ):
-            return torch_source.open_state_dict(model)
+            state_source: Source = torch_source.open_state_dict(model)
+            return state_source
         raise UnsupportedInputError(
             "the mapping given as a model holds values of types "
             f"{sorted({type(v).__name__ for v in model.values()})}; expected numpy arrays or "
@@ -104,7 +111,8 @@ def _open_path(path: Path) -> Source:
         if any(path.glob("*.safetensors")):
             return safetensors.open_folder(path)
         if any(any(path.glob(pattern)) for pattern in ("*.bin", "*.pt", "*.pth")):
-            return _torch_sources(f"reading the PyTorch files in {path}").open_folder(path)
+            folder: Source = _torch_sources(f"reading the files in {path}").open_folder(path)
+            return folder
         raise InputError(
             f"{path} holds no .safetensors, .bin, .pt or .pth file; point at the folder that "
             "has the weights (a Hugging Face snapshot holds model.safetensors)"
@@ -115,7 +123,7 @@ def _open_path(path: Path) -> Source:
     if suffix == ".safetensors":
         return safetensors.open_file(path)
     if suffix in TORCH_SUFFIXES:
-        return _torch_sources(f"reading {path}").open_file(path)
+        return _open_torch_file(path)
     if suffix == ".npz":
         return _open_npz(path)
     if suffix in _NOT_YET:
@@ -126,7 +134,7 @@ def _open_path(path: Path) -> Source:
     with path.open("rb") as fh:
         magic = fh.read(2)
     if magic == b"PK":
-        return _torch_sources(f"reading {path}").open_file(path)
+        return _open_torch_file(path)
     raise UnsupportedInputError(f"{path}: unknown file type {suffix!r}; pass {ACCEPTED}")
 
 

@@ -151,9 +151,7 @@ def _hooks(
     return prefetch, release
 
 
-def _loader(
-    mapped: _MappedFile, data_start: int, info: dict[str, Any]
-) -> Callable[[], np.ndarray]:
+def _loader(mapped: _MappedFile, data_start: int, info: dict[str, Any]) -> Callable[[], np.ndarray]:
     dtype = info["dtype"]
     storage = np.dtype(_DTYPES[dtype][1])
     shape = tuple(int(s) for s in info["shape"])
@@ -267,4 +265,3 @@ def open_folder(folder: Path) -> Source:
             all_entries[entry.key] = entry
     ordered = [all_entries[k] for k in in_model_order(all_entries)]
     return Source(description=str(folder), entries=tuple(ordered))
-

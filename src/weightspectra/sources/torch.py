@@ -78,9 +78,9 @@ def _module_types() -> list[tuple[type, dict[str, LayerType]]]:
     ]
 
 
-def _layer_type(module: Any, pname: str, table: list[tuple[type, dict[str, LayerType]]]) -> (
-    LayerType | None
-):
+def _layer_type(
+    module: Any, pname: str, table: list[tuple[type, dict[str, LayerType]]]
+) -> LayerType | None:
     from torch import nn
 
     if isinstance(module, (nn.LSTM, nn.GRU, nn.RNN)) and pname.startswith("weight_"):
@@ -229,8 +229,10 @@ def open_folder(folder: Path) -> Source:
             raise CorruptFileError(f"{index}: not a valid index (needs 'weight_map')") from exc
         paths = [folder / f for f in files]
     else:
-        paths = sorted(folder.glob("*.bin")) + sorted(folder.glob("*.pt")) + sorted(
-            folder.glob("*.pth")
+        paths = (
+            sorted(folder.glob("*.bin"))
+            + sorted(folder.glob("*.pt"))
+            + sorted(folder.glob("*.pth"))
         )
     entries: dict[str, TensorEntry] = {}
     for p in paths:

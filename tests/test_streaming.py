@@ -1,0 +1,139 @@
+"""Streaming: sharded checkpoints are read one tensor at a time; peak memory stays near one
+tensor's working set, whatever the checkpoint's size (measured in a subprocess)."""
+
+from __future__ import annotations
+
+import json
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import weightspectra as ws
+import weightspectra.sources.safetensors as st_source
+
+MB = 2**20
+PROC_STATUS = Path("/proc/self/status")
+
+
+def _bf16_bits(x: np.ndarray) -> np.ndarray:
+    """float32 → bfloat16 bit patterns (round to nearest even)."""
+    bits = x.astype(np.float32).view(np.uint32)
+    return ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
+
+
+def write_safetensors(path: Path, tensors: dict[str, tuple[str, np.ndarray]]) -> None:
+    """A minimal safetensors writer: ``{name: (dtype code, little-endian raw array)}``."""
+    header: dict[str, object] = {}
+    offset = 0
+    for name, (code, raw) in tensors.items():
+        header[name] = {"dtype": code, "shape": list(raw.shape),
+                        "data_offsets": [offset, offset + raw.nbytes]}
+        offset += raw.nbytes
+    blob = json.dumps(header).encode()
+    blob += b" " * (-len(blob) % 8)
+    with path.open("wb") as fh:
+        fh.write(struct.pack("<Q", len(blob)))
+        fh.write(blob)
+        for _, raw in tensors.values():
+            fh.write(np.ascontiguousarray(raw).tobytes())
+
+
+def make_sharded(folder: Path, code: str, shards: int, per_shard: int,
+                 shape: tuple[int, int], seed: int = 0) -> dict[str, np.ndarray]:
+    """A sharded checkpoint with an index; returns the float32 values the reader must give."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    weight_map: dict[str, str] = {}
+    values: dict[str, np.ndarray] = {}
+    layer = 0
+    for s in range(shards):
+        fname = f"model-{s + 1:05d}-of-{shards:05d}.safetensors"
+        tensors: dict[str, tuple[str, np.ndarray]] = {}
+        for _ in range(per_shard):
+            key = f"model.layers.{layer}.mlp.weight"
+            x = (rng.standard_t(4.0, size=shape) * 0.02).astype(np.float32)
+            if code == "BF16":
+                raw = _bf16_bits(x)
+                values[key] = (raw.astype(np.uint32) << 16).view(np.float32)
+            elif code == "F16":
+                raw = x.astype(np.float16)
+                values[key] = raw.astype(np.float32)
+            else:
+                raw = x
+                values[key] = x
+            tensors[key] = (code, raw)
+            tensors[f"model.layers.{layer}.norm.weight"] = ("F32", np.ones(shape[1], np.float32))
+            weight_map[key] = fname
+            weight_map[f"model.layers.{layer}.norm.weight"] = fname
+            layer += 1
+        write_safetensors(folder / fname, tensors)
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    return values
+
+
+@pytest.mark.parametrize("code", ["BF16", "F16"])
+def test_chunked_16bit_conversion_is_exact(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: str
+) -> None:
+    monkeypatch.setattr(st_source, "CONVERT_CHUNK", 1000)  # many chunks, a ragged last one
+    values = make_sharded(tmp_path / "ckpt", code, shards=2, per_shard=2, shape=(77, 130))
+    source = ws.sources.open_model(tmp_path / "ckpt")
+    loaded = {e.key: e.load() for e in source.entries if e.key in values}
+    assert loaded.keys() == values.keys()
+    for key, expected in values.items():
+        assert loaded[key].dtype == np.float32
+        np.testing.assert_array_equal(loaded[key], expected)
+    report = ws.analyze(tmp_path / "ckpt")
+    reference = ws.analyze(values)
+    assert [r.metrics for r in report.analysed] == [r.metrics for r in reference.analysed]
+
+
+_CHILD = """
+import sys, numpy as np, weightspectra as ws
+def status():
+    out = {}
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(("VmHWM", "VmRSS")):
+                out[line.split(":")[0]] = int(line.split()[1]) * 1024
+    return out
+ws.analyze({"warm.weight": np.random.default_rng(0).standard_normal((512, 256))})
+before = status()["VmRSS"]
+with open("/proc/self/clear_refs", "w") as fh:
+    fh.write("5")  # reset the peak (VmHWM) to the current RSS
+report = ws.analyze(sys.argv[1], workers=int(sys.argv[2]))
+print(status()["VmHWM"] - before, len(report.analysed))
+"""
+
+
+def _peak_growth(folder: Path, workers: int) -> tuple[int, int]:
+    out = subprocess.run(
+        [sys.executable, "-c", _CHILD, str(folder), str(workers)],
+        capture_output=True, text=True, check=True,
+    )
+    growth, analysed = out.stdout.split()
+    return int(growth), int(analysed)
+
+
+@pytest.mark.skipif(not PROC_STATUS.exists(), reason="peak RSS is read from /proc (Linux only)")
+@pytest.mark.parametrize(("code", "workers"), [("BF16", 1), ("F32", 1), ("BF16", 2)])
+def test_peak_memory_is_one_tensor_not_the_checkpoint(
+    tmp_path: Path, code: str, workers: int
+) -> None:
+    shape = (4096, 256)  # 4 MB as float32, 8 MB as float64; its Gram matrix is small
+    shards, per_shard = 4, 12
+    make_sharded(tmp_path / "ckpt", code, shards, per_shard, shape)
+    on_disk = sum(f.stat().st_size for f in (tmp_path / "ckpt").glob("*.safetensors"))
+    as_float32 = shards * per_shard * shape[0] * shape[1] * 4
+    assert on_disk >= 96 * MB if code == "F32" else on_disk >= 48 * MB
+    growth, analysed = _peak_growth(tmp_path / "ckpt", workers)
+    assert analysed == shards * per_shard
+    # One tensor's working set is ~4 MB (float32) + 8 MB (float64 copy) + small Gram and fit
+    # buffers, per worker. Holding the checkpoint (or its mapped pages) would cost 96–192 MB.
+    bound = 40 * MB * workers
+    assert growth < bound, f"peak RSS grew by {growth / MB:.0f} MB (bound {bound / MB:.0f} MB)"
+    assert growth < as_float32 / 4
