@@ -175,6 +175,17 @@ def test_bad_inputs(model: object, error: type[Exception], match: str) -> None:
         ws.analyze(model)
 
 
+def test_models_without_tensors(tmp_path: Path) -> None:
+    st_numpy = pytest.importorskip("safetensors.numpy")
+    path = tmp_path / "nothing.safetensors"
+    st_numpy.save_file({}, str(path))
+    with pytest.raises(InputError, match="holds no tensors"):
+        ws.analyze(path)
+    torch = pytest.importorskip("torch")
+    with pytest.raises(InputError, match=r"ReLU \(torch.nn.Module\) holds no tensors"):
+        ws.analyze(torch.nn.ReLU())
+
+
 def test_unsupported_and_empty_files(tmp_path: Path) -> None:
     onnx = tmp_path / "m.onnx"
     onnx.write_bytes(b"\x08\x01")

@@ -72,8 +72,18 @@ def open_model(model: object) -> Source:
     UnsupportedInputError
         If the object or file is of a kind weightspectra cannot read.
     InputError
-        If a file or mapping is malformed (subclasses say how).
+        If a file or mapping is malformed (subclasses say how), or holds no tensor at all.
     """
+    source = _open(model)
+    if not source.entries:
+        raise InputError(
+            f"{source.description} holds no tensors: there is nothing to analyse (an empty "
+            "checkpoint, or a module without parameters?)"
+        )
+    return source
+
+
+def _open(model: object) -> Source:
     if isinstance(model, Source):
         return model
     if isinstance(model, (str, os.PathLike)):
