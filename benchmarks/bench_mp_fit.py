@@ -22,6 +22,7 @@ import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
+from functools import partial  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -90,7 +91,10 @@ def peer_ratio(w: np.ndarray, repeat: int) -> float | None:
         np.save(path, np.asarray(w, dtype=np.float32))
         proc = subprocess.run(
             [sys.executable, "-c", PEER_SCRIPT, str(path), str(repeat)],
-            capture_output=True, text=True, env=dict(os.environ), check=False,
+            capture_output=True,
+            text=True,
+            env=dict(os.environ),
+            check=False,
         )
     if proc.returncode != 0:
         print(f"# peer failed: {proc.stderr.strip().splitlines()[-1:]}")
@@ -105,25 +109,34 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     cfg = DiagnosticsConfig()
-    print(f"{'layer':44s} {'shape':>12s} {'eig s':>8s} {'mp_fit/eig':>10s} "
-          f"{'diag/eig':>9s} {'peer mp extra/analyze':>22s}")
+    print(
+        f"{'layer':44s} {'shape':>12s} {'eig s':>8s} {'mp_fit/eig':>10s} "
+        f"{'diag/eig':>9s} {'peer mp extra/analyze':>22s}"
+    )
     for name, w in layers().items():
         a = np.asarray(w, dtype=np.float64)
         N, M = max(a.shape), min(a.shape)
-        t_eig = best_time(lambda a=a: gram_eigenvalues(a), args.repeat)
+        t_eig = best_time(partial(gram_eigenvalues, a), args.repeat)
         evals = np.maximum(gram_eigenvalues(a), 0.0)
-        t_mp = best_time(lambda e=evals, N=N, M=M: fit_mp(e / N, N, M), args.repeat)
-        fit = fit_power_law(evals)
-        t_diag = best_time(
-            lambda e=evals, N=N, M=M, f=fit: layer_diagnostics(
-                e, N, M, fit=f, fit_error=None, matrix=None, normalized=False, config=cfg
-            ),
-            args.repeat,
+        t_mp = best_time(partial(fit_mp, evals / N, N, M), args.repeat)
+        diag = partial(
+            layer_diagnostics,
+            evals,
+            N,
+            M,
+            fit=fit_power_law(evals),
+            fit_error=None,
+            matrix=None,
+            normalized=False,
+            config=cfg,
         )
+        t_diag = best_time(diag, args.repeat)
         peer = None if args.no_peer else peer_ratio(w, args.repeat)
         peer_s = "n/a" if peer is None else f"{peer:.2f}x"
-        print(f"{name:44s} {str(w.shape):>12s} {t_eig:8.4f} {t_mp / t_eig:10.4f} "
-              f"{t_diag / t_eig:9.4f} {peer_s:>22s}")
+        print(
+            f"{name:44s} {w.shape!s:>12s} {t_eig:8.4f} {t_mp / t_eig:10.4f} "
+            f"{t_diag / t_eig:9.4f} {peer_s:>22s}"
+        )
 
 
 if __name__ == "__main__":

@@ -228,3 +228,22 @@ def test_json_round_trip(rng: np.random.Generator, tmp_path: Path) -> None:
     assert back.layers == report.layers
     np.testing.assert_array_equal(back["a"].evals, report["a"].evals)
     assert back.summary == report.summary
+
+
+def test_diagnostics_are_wired_and_configurable(rng: np.random.Generator) -> None:
+    arrays = {"g.weight": rng.standard_normal((400, 200))}
+    default = ws.analyze(arrays)["g"].metrics
+    assert default["phase"] == "random-like"
+    assert default["sigma_mp"] == pytest.approx(1.0, rel=0.05)  # unit-variance entries
+    assert default["num_traps"] is None  # randomize is off by default
+    assert ws.analyze(arrays).summary["mp_softrank"] == pytest.approx(default["mp_softrank"])
+    traps = ws.analyze(arrays, randomize=True, seed=7)["g"].metrics
+    assert traps["num_traps"] == 0
+    assert traps == ws.analyze(arrays, randomize=True, seed=7)["g"].metrics  # seeded
+    off = ws.analyze(arrays, mp_fit=False)["g"].metrics
+    assert off["sigma_mp"] is None and off["alpha"] == default["alpha"]
+    options = ws.Options.from_kwargs(randomize=True, min_evals=4)
+    assert options.diagnostics is not None and options.diagnostics.randomize
+    assert options.to_dict()["diagnostics"]["randomize"] is True
+    with pytest.raises(OptionError, match="seed"):
+        ws.analyze(arrays, seed=-1.5)

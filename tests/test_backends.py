@@ -11,7 +11,7 @@ import pytest
 import weightspectra as ws
 from weightspectra.analysis import analyze_tensor, plan
 from weightspectra.backends import Backend, resolve_backend
-from weightspectra.core.eigen import numpy_spectra
+from weightspectra.core.eigen import layer_eigenvalues, numpy_spectra
 from weightspectra.errors import LayerError, OptionError
 from weightspectra.options import Device, Options, Precision
 from weightspectra.sources import open_model
@@ -21,7 +21,7 @@ torch_backend = pytest.importorskip("weightspectra.backends.torch_backend")
 
 
 def _rel(a: list[np.ndarray], b: list[np.ndarray]) -> float:
-    return max(float(np.abs(x - y).max() / y[-1]) for x, y in zip(a, b))
+    return max(float(np.abs(x - y).max() / y[-1]) for x, y in zip(a, b, strict=True))
 
 
 @pytest.mark.parametrize("shape", [(1, 300, 120), (1, 120, 300), (9, 32, 16), (4, 50, 50)])
@@ -58,7 +58,7 @@ def test_torch_backend_rejects_non_finite(rng: np.random.Generator) -> None:
     stack = rng.standard_normal((3, 20, 10))
     stack[1, 2, 3] = np.inf
     with pytest.raises(LayerError, match="1 infinite values"):
-        ws.core.eigen.layer_eigenvalues(stack, what="layer x", engine=torch_backend.make_engine("cpu"))
+        layer_eigenvalues(stack, what="layer x", engine=torch_backend.make_engine("cpu"))
 
 
 def test_pipeline_through_torch_engine_matches_numpy(rng: np.random.Generator) -> None:
@@ -71,7 +71,7 @@ def test_pipeline_through_torch_engine_matches_numpy(rng: np.random.Generator) -
     for tp in plan(source, options):
         ours = analyze_tensor(tp, options, backend=torch_cpu)
         ref = analyze_tensor(tp, options)
-        for x, y in zip(ours, ref):
+        for x, y in zip(ours, ref, strict=True):
             assert (x.name, x.status) == (y.name, y.status)
             for key, value in y.metrics.items():
                 if isinstance(value, float):
@@ -119,7 +119,7 @@ def test_cuda_engine_is_used_when_available(monkeypatch: pytest.MonkeyPatch) -> 
 
 @pytest.mark.parametrize("bad", ["gpu", "CUDA:0", 1])
 def test_bad_device_raises(bad: object) -> None:
-    with pytest.raises(OptionError, match="device=.* is not valid; choose one of 'cpu', 'cuda'"):
+    with pytest.raises(OptionError, match=r"device=.* is not valid; choose one of 'cpu', 'cuda'"):
         Options(device=bad)  # type: ignore[arg-type]
 
 

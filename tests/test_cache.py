@@ -20,7 +20,7 @@ from weightspectra.report.results import LayerResult, Status
 from weightspectra.runtime.cache import ResultCache
 
 
-class Stop(Exception):
+class InterruptedRunError(Exception):
     """Raised from a progress callback to interrupt a run."""
 
 
@@ -46,7 +46,7 @@ def count_spectra(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 def _same(a: ws.Report, b: ws.Report) -> None:
     assert len(a.layers) == len(b.layers)
-    for x, y in zip(a.layers, b.layers):
+    for x, y in zip(a.layers, b.layers, strict=True):
         assert x == y
         if x.evals is not None:
             assert y.evals is not None
@@ -63,9 +63,9 @@ def test_interrupted_run_resumes_without_recomputing(
 
     def stop_half_way(p: analysis.Progress) -> None:
         if p.done == 6:  # 5 weights and one bias done
-            raise Stop
+            raise InterruptedRunError
 
-    with pytest.raises(Stop):
+    with pytest.raises(InterruptedRunError):
         ws.analyze(model, cache=tmp_path, workers=workers, progress=stop_half_way)
     first = list(count_spectra)
     assert {f"layers.{i}" for i in range(5)} <= set(first)
@@ -151,7 +151,7 @@ def test_cache_round_trips_special_values(tmp_path: Path) -> None:
 def test_cache_path_that_is_a_file_raises(tmp_path: Path) -> None:
     path = tmp_path / "file"
     path.write_text("x")
-    with pytest.raises(OptionError, match="cannot be used as a cache folder|is not a folder"):
+    with pytest.raises(OptionError, match=r"cannot be used as a cache folder|is not a folder"):
         ws.analyze({"w": np.eye(20)}, cache=path)
     with pytest.raises(OptionError, match="cache must be a folder path"):
         ws.Options(cache=3)  # type: ignore[arg-type]

@@ -1,4 +1,4 @@
-"""Model comparison: statistics against numpy/scipy and hand computation, inputs, renderings, CLI."""
+"""Model comparison: statistics against numpy/scipy and by hand, inputs, renderings, CLI."""
 
 from __future__ import annotations
 
@@ -203,7 +203,7 @@ def test_models_reports_and_json(tmp_path: Path) -> None:
     cmp = compare([reports[0], _arrays(1, 2.0), saved], {"a": 70.0, "b": 72.0, "third": 71.0},
                   names=["a", "b", None])
     assert cmp.names == ["a", "b", "third"]
-    for m, report in zip(cmp.models, reports):
+    for m, report in zip(cmp.models, reports, strict=True):
         for key in ("alpha", "alpha_weighted", "log_norm"):
             assert m.metrics[key] == pytest.approx(report.summary[key], rel=1e-12)
     x = [r.summary["log_norm"] for r in reports]
@@ -218,7 +218,7 @@ def test_report_json_round_trip(tmp_path: Path) -> None:
     back = ws.Report.from_json(path)
     assert back.summary == pytest.approx(report.summary)
     assert [r.name for r in back.layers] == [r.name for r in report.layers]
-    for a, b in zip(report.analysed, back.analysed):
+    for a, b in zip(report.analysed, back.analysed, strict=True):
         np.testing.assert_array_equal(a.evals, b.evals)
         assert dict(a.metrics) == pytest.approx(dict(b.metrics))
 

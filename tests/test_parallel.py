@@ -27,7 +27,7 @@ def _model(rng: np.random.Generator) -> dict[str, np.ndarray]:
 
 def _same(a: ws.Report, b: ws.Report) -> None:
     assert [r.name for r in a.layers] == [r.name for r in b.layers]
-    for x, y in zip(a.layers, b.layers):
+    for x, y in zip(a.layers, b.layers, strict=True):
         assert x == y  # identity, status, reason and metrics, exactly
         if x.evals is None:
             assert y.evals is None

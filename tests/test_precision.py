@@ -82,7 +82,7 @@ def test_blocked_path_rejects_nan_with_the_layer_name(
 
 def test_float32_overflow_is_an_error_not_garbage() -> None:
     w = np.full((1, 30, 20), 1e30, dtype=np.float32)
-    with pytest.raises(LayerError, match="overflows float32.*precision='float64'"):
+    with pytest.raises(LayerError, match=r"overflows float32.*precision='float64'"):
         eigen.layer_eigenvalues(w, precision=Precision.FLOAT32, what="huge")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NumericalWarning)  # rank 1: zeros come out as ±round-off
@@ -100,5 +100,5 @@ def test_one_zero_slice_does_not_fail_a_pooled_layer(rng: np.random.Generator) -
 
 @pytest.mark.parametrize("bad", ["float16", "double", 32])
 def test_bad_precision_raises(bad: object) -> None:
-    with pytest.raises(OptionError, match="precision=.* is not valid; choose one of 'float64'"):
+    with pytest.raises(OptionError, match=r"precision=.* is not valid; choose one of 'float64'"):
         ws.Options(precision=bad)  # type: ignore[arg-type]

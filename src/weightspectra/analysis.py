@@ -17,8 +17,9 @@ from weightspectra.backends import Backend, resolve_backend
 from weightspectra.core.eigen import layer_eigenvalues
 from weightspectra.core.layers import GroupPlan, infer_layer_type, plan_groups
 from weightspectra.errors import LayerError, OptionError
-from weightspectra.fitting.powerlaw import FitError, fit_power_law
-from weightspectra.metrics.layer import alpha_warning, fit_metrics, norm_metrics
+from weightspectra.fitting.powerlaw import FitError, PowerLawFit, fit_power_law
+from weightspectra.metrics.diagnostics import DiagnosticsConfig, layer_diagnostics
+from weightspectra.metrics.layer import fit_metrics, norm_metrics
 from weightspectra.options import EigenMethod, LayerType, Options, selects
 from weightspectra.report.results import LayerResult, Report, Status
 from weightspectra.runtime.cache import ResultCache
@@ -137,16 +138,38 @@ def _base_row(tp: TensorPlan, group: GroupPlan | None, status: Status, reason: s
     )
 
 
-def spectrum_metrics(evals: np.ndarray, N: int, M: int, options: Options) -> dict[str, Any]:
-    """All metric columns of one ESD: norms, ranks, entropy, power-law fit, warning."""
+def spectrum_metrics(
+    evals: np.ndarray,
+    N: int,
+    M: int,
+    options: Options,
+    matrix: Callable[[], np.ndarray] | None = None,
+) -> dict[str, Any]:
+    """All metric columns of one ESD: norms, ranks, entropy, power-law fit, random-matrix
+    diagnostics and warnings. ``matrix`` returns the layer's weights (for ``randomize``)."""
     metrics: dict[str, Any] = norm_metrics(evals, N, M, exact=options.eig_method is EigenMethod.SVD)
+    fit: PowerLawFit | None = None
+    fit_error: str | None = None
     try:
         fit = fit_power_law(evals)
     except FitError as exc:
-        metrics.update({"alpha": None, "warning": "fit-failed", "fit_error": str(exc)})
-        return metrics
-    metrics.update(fit_metrics(evals, fit))
-    metrics["warning"] = alpha_warning(fit.alpha, fit.small_sample)
+        fit_error = str(exc)
+        metrics.update({"alpha": None, "fit_error": fit_error})
+    else:
+        metrics.update(fit_metrics(evals, fit))
+    config = options.diagnostics if options.diagnostics is not None else DiagnosticsConfig()
+    metrics.update(
+        layer_diagnostics(
+            evals,
+            N,
+            M,
+            fit=fit,
+            fit_error=fit_error,
+            matrix=matrix,
+            normalized=options.normalize,
+            config=config,
+        )
+    )
     return metrics
 
 
@@ -207,7 +230,8 @@ def analyze_tensor(
         except LayerError as exc:
             rows.append(_base_row(tp, group, Status.FAILED, str(exc)))
             continue
-        metrics = spectrum_metrics(evals, group.N, group.M, options)
+        stack = group.take(tensor)
+        metrics = spectrum_metrics(evals, group.N, group.M, options, matrix=lambda: stack)
         rows.append(_with(base, metrics=metrics, evals=evals))
     del tensor
     tp.entry.release()

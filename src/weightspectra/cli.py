@@ -156,6 +156,33 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="also write a self-contained HTML report (plots embedded) here",
     )
+    diag = analyze_p.add_argument_group("random-matrix diagnostics (docs/diagnostics.md)")
+    diag.add_argument(
+        "--no-mp-fit", action="store_true", help="skip the Marchenko–Pastur fit and the phases"
+    )
+    diag.add_argument(
+        "--randomize",
+        action="store_true",
+        help="shuffle each matrix (seeded) to find correlation traps; one more eigenvalue "
+        "computation per layer",
+    )
+    diag.add_argument("--seed", type=int, default=0, help="seed of every random step (default 0)")
+    diag.add_argument(
+        "--bootstrap",
+        type=int,
+        default=0,
+        metavar="B",
+        help="B bootstrap refits for an α interval (default 0: off; costs B fits per layer)",
+    )
+    diag.add_argument(
+        "--fingers", action="store_true", help="try removing outlying top eigenvalues (fingers)"
+    )
+    diag.add_argument(
+        "--compare-fits",
+        action="store_true",
+        help="likelihood-ratio tests of the power law against exponential, log-normal and "
+        "truncated power law",
+    )
     bar = analyze_p.add_mutually_exclusive_group()
     bar.add_argument(
         "--progress",
@@ -233,7 +260,7 @@ def _run_compare(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> in
 
 
 def _options(args: argparse.Namespace) -> Options:
-    extra = {}
+    extra: dict[str, object] = {}
     if args.command == "analyze":
         extra = {
             "eig_method": args.eig_method,
@@ -241,8 +268,14 @@ def _options(args: argparse.Namespace) -> Options:
             "device": args.device,
             "workers": args.workers,
             "cache": args.cache,
+            "mp_fit": not args.no_mp_fit,
+            "randomize": args.randomize,
+            "seed": args.seed,
+            "bootstrap": args.bootstrap,
+            "fingers": args.fingers,
+            "compare_fits": args.compare_fits,
         }
-    return Options(
+    return Options.from_kwargs(
         layers=_split_list(args.layers),
         exclude=_split_list(args.exclude) or (),
         min_evals=args.min_evals,

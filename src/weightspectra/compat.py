@@ -232,7 +232,7 @@ class WeightWatcher:
         max_n = handled.get("max_N")
         if max_n is not None:
             plan = ws_describe(model, Options.from_kwargs(**ours))
-            drop += [f"^{re.escape(r.name)}$" for r in plan.layers if r.N > max_n]
+            drop += [f"^{re.escape(r.name)}$" for r in plan.layers if max_n < r.N]
         if keep:
             ours["layers"] = tuple(keep)
         if drop:
@@ -354,7 +354,7 @@ class WeightWatcher:
         frame = pd.DataFrame.from_records(records, columns=list(DESCRIBE_COLUMNS))
         return frame.sort_values("layer_id", kind="stable").reset_index(drop=True)
 
-    def get_ESD(self, model: object = None, layer: int | str | None = None,  # noqa: N802
+    def get_ESD(self, model: object = None, layer: int | str | None = None,
                 random: bool = False, **kwargs: Any) -> np.ndarray:
         """Eigenvalues (ascending) of one layer: ``layer`` is a ``layer_id`` of ``details``, or
         a name / longname. Uses the last analysis when it has the layer, else analyses it.

@@ -7,9 +7,12 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields, replace
 from enum import Enum
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from weightspectra.errors import OptionError
+
+if TYPE_CHECKING:
+    from weightspectra.metrics.diagnostics import DiagnosticsConfig
 
 _E = TypeVar("_E", bound=Enum)
 
@@ -114,6 +117,11 @@ class Options:
     cache : str or path-like, optional
         Folder where each layer's result is stored, keyed by the tensor's content and the options
         that affect it; a rerun with the same folder recomputes nothing already stored.
+    diagnostics : DiagnosticsConfig, optional
+        Random-matrix diagnostics (MP fit, phases, traps, error bars, ...; see
+        ``docs/diagnostics.md``). Its fields may also be given directly as options:
+        ``Options.from_kwargs(randomize=True, seed=3)``. Default: MP fit and phases on,
+        everything costly off.
     """
 
     layers: tuple[int | str | LayerType, ...] | None = None
@@ -129,9 +137,19 @@ class Options:
     device: Device = Device.CPU
     workers: int = 1
     cache: str | None = None
+    diagnostics: DiagnosticsConfig | None = None
 
     def __post_init__(self) -> None:
+        from weightspectra.metrics.diagnostics import DiagnosticsConfig
+
         set_ = object.__setattr__
+        if self.diagnostics is None:
+            set_(self, "diagnostics", DiagnosticsConfig())
+        elif not isinstance(self.diagnostics, DiagnosticsConfig):
+            raise OptionError(
+                f"diagnostics must be a DiagnosticsConfig, got {type(self.diagnostics).__name__}; "
+                "or pass its fields (randomize=True, seed=1, ...) as options"
+            )
         if self.layers is not None:
             set_(self, "layers", _as_selector(self.layers, "layers"))
         set_(self, "exclude", _as_selector(self.exclude, "exclude"))
@@ -166,26 +184,41 @@ class Options:
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> Options:
-        """Build options from keyword arguments; an unknown keyword fails with the valid ones."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(kwargs) - known)
+        """Build options from keyword arguments; an unknown keyword fails with the valid ones.
+
+        Fields of :class:`~weightspectra.metrics.diagnostics.DiagnosticsConfig` (``mp_fit``,
+        ``randomize``, ``seed``, ``bootstrap``, ...) are accepted here too.
+        """
+        return cls().replace(**kwargs)
+
+    def replace(self, **changes: Any) -> Options:
+        """Return a copy with ``changes`` applied (validated again); diagnostics fields are
+        routed into :attr:`diagnostics`."""
+        own = {f.name for f in fields(self)}
+        diag_fields = {f.name for f in fields(self.diagnostics)} if self.diagnostics else set()
+        unknown = sorted(set(changes) - own - diag_fields)
         if unknown:
             raise OptionError(
                 f"unknown option(s) {', '.join(unknown)}; valid options are "
-                f"{', '.join(sorted(known))}"
+                f"{', '.join(sorted(own | diag_fields))}"
             )
-        return cls(**kwargs)
-
-    def replace(self, **changes: Any) -> Options:
-        """Return a copy with ``changes`` applied (validated again)."""
-        return replace(self, **changes)
+        diag = {k: v for k, v in changes.items() if k in diag_fields and k not in own}
+        mine = {k: v for k, v in changes.items() if k in own}
+        if diag and self.diagnostics is not None:
+            mine.setdefault("diagnostics", replace(self.diagnostics, **diag))
+        return replace(self, **mine)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain, JSON-ready form of the options (used in reports and cache keys)."""
         out: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if isinstance(value, Enum):
+            if f.name == "diagnostics" and value is not None:
+                value = {
+                    d.name: (v.value if isinstance(v := getattr(value, d.name), Enum) else v)
+                    for d in fields(value)
+                }
+            elif isinstance(value, Enum):
                 value = value.value
             elif isinstance(value, tuple):
                 value = [v.value if isinstance(v, Enum) else v for v in value]

@@ -24,6 +24,7 @@ def fingered_samples() -> list[np.ndarray]:
     """Small MP or Pareto spectra with 1-3 planted top outliers (seeded; a few qualify)."""
     out = []
     for seed in range(300):
+        base: np.ndarray
         rng = np.random.default_rng(seed)
         n = int(rng.integers(30, 120))
         if seed % 2:

@@ -10,6 +10,7 @@ import pytest
 
 from weightspectra.errors import OptionError
 from weightspectra.fitting.powerlaw import FitError, PowerLawFit, fit_power_law
+from weightspectra.fitting.uncertainty import BootstrapMethod
 from weightspectra.metrics.diagnostics import (
     DIAGNOSTIC_COLUMNS,
     DiagnosticsConfig,
@@ -35,7 +36,13 @@ def diagnose(
         fit, err = None, str(exc)
     loader: Callable[[], np.ndarray] = lambda: w  # noqa: E731
     return layer_diagnostics(
-        evals, N, M, fit=fit, fit_error=err, matrix=loader, normalized=normalized,
+        evals,
+        N,
+        M,
+        fit=fit,
+        fit_error=err,
+        matrix=loader,
+        normalized=normalized,
         config=config or DiagnosticsConfig(),
     )
 
@@ -102,13 +109,15 @@ def test_bleeding_out_and_bulk_decay_from_planted_eigenvalues() -> None:
     cfg = DiagnosticsConfig()
     bleed = evals.copy()
     bleed[-4:] = edge * np.array([1.03, 1.04, 1.05, 1.06])  # 1 % just beyond the edge
-    d = layer_diagnostics(bleed, 800, 400, fit=None, fit_error=None, matrix=None,
-                          normalized=True, config=cfg)
+    d = layer_diagnostics(
+        bleed, 800, 400, fit=None, fit_error=None, matrix=None, normalized=True, config=cfg
+    )
     assert d["phase"] == "bleeding-out"
     decay = evals.copy()
     decay[-30:] = edge * np.linspace(1.03, 1.5, 30)  # 7.5 % beyond the edge
-    d = layer_diagnostics(decay, 800, 400, fit=None, fit_error=None, matrix=None,
-                          normalized=True, config=cfg)
+    d = layer_diagnostics(
+        decay, 800, 400, fit=None, fit_error=None, matrix=None, normalized=True, config=cfg
+    )
     assert d["phase"] == "bulk-decay"
 
 
@@ -174,16 +183,32 @@ def fake_fit(alpha: float, tail: int = 50, small: bool = False) -> PowerLawFit:
 )
 def test_fit_warnings(alpha: float, tail: int, label: str) -> None:
     evals = np.random.default_rng(0).pareto(1.5, 200) + 1.0
-    d = layer_diagnostics(evals, 400, 200, fit=fake_fit(alpha, tail), fit_error=None,
-                          matrix=None, normalized=False, config=DiagnosticsConfig())
+    d = layer_diagnostics(
+        evals,
+        400,
+        200,
+        fit=fake_fit(alpha, tail),
+        fit_error=None,
+        matrix=None,
+        normalized=False,
+        config=DiagnosticsConfig(),
+    )
     assert d["warning"] == label
 
 
 def test_failed_fit_never_yields_a_number() -> None:
     evals = np.random.default_rng(0).pareto(1.5, 200) + 1.0
     cfg = DiagnosticsConfig(bootstrap=50, compare_fits=True, fingers=True)
-    d = layer_diagnostics(evals, 400, 200, fit=None, fit_error="only 3 eigenvalues above 1e-05",
-                          matrix=None, normalized=False, config=cfg)
+    d = layer_diagnostics(
+        evals,
+        400,
+        200,
+        fit=None,
+        fit_error="only 3 eigenvalues above 1e-05",
+        matrix=None,
+        normalized=False,
+        config=cfg,
+    )
     assert d["warning"] == "fit-failed"
     assert "only 3 eigenvalues" in str(d["warning_detail"])
     for key in ("alpha_ci_low", "alpha_ci_high", "alpha_fingers", "alpha_tpl", "detX_gap"):
@@ -193,8 +218,16 @@ def test_failed_fit_never_yields_a_number() -> None:
 
 def test_min_tail_marks_short_tails_spurious() -> None:
     evals = np.random.default_rng(0).pareto(1.5, 200) + 1.0
-    d = layer_diagnostics(evals, 400, 200, fit=fake_fit(3.0, 40), fit_error=None, matrix=None,
-                          normalized=False, config=DiagnosticsConfig(min_tail=50))
+    d = layer_diagnostics(
+        evals,
+        400,
+        200,
+        fit=fake_fit(3.0, 40),
+        fit_error=None,
+        matrix=None,
+        normalized=False,
+        config=DiagnosticsConfig(min_tail=50),
+    )
     assert d["warning"] == "spurious-fit"
 
 
@@ -218,11 +251,27 @@ def test_all_columns_present_and_options_reproducible() -> None:
 
 def test_randomize_needs_a_matrix() -> None:
     with pytest.raises(OptionError, match="needs the layer's matrix"):
-        layer_diagnostics(np.ones(10), 10, 10, fit=None, fit_error=None, matrix=None,
-                          normalized=True, config=DiagnosticsConfig(randomize=True))
+        layer_diagnostics(
+            np.ones(10),
+            10,
+            10,
+            fit=None,
+            fit_error=None,
+            matrix=None,
+            normalized=True,
+            config=DiagnosticsConfig(randomize=True),
+        )
     with pytest.raises(OptionError, match="N ≥ M"):
-        layer_diagnostics(np.ones(10), 5, 10, fit=None, fit_error=None, matrix=None,
-                          normalized=True, config=DiagnosticsConfig())
+        layer_diagnostics(
+            np.ones(10),
+            5,
+            10,
+            fit=None,
+            fit_error=None,
+            matrix=None,
+            normalized=True,
+            config=DiagnosticsConfig(),
+        )
 
 
 @pytest.mark.parametrize(
@@ -257,4 +306,4 @@ def test_bad_config_values_raise(kwargs: dict[str, object], match: str) -> None:
 
 
 def test_config_parses_enum_strings() -> None:
-    assert DiagnosticsConfig(bootstrap_method="TAIL").bootstrap_method.value == "tail"  # type: ignore[union-attr]
+    assert DiagnosticsConfig(bootstrap_method="TAIL").bootstrap_method == BootstrapMethod.TAIL

@@ -10,7 +10,6 @@ import pytest
 from weightspectra.core.eigen import layer_eigenvalues
 from weightspectra.fitting.powerlaw import fit_power_law
 from weightspectra.metrics.layer import (
-    alpha_warning,
     entropy,
     fit_metrics,
     matrix_rank,
@@ -60,14 +59,6 @@ def test_alpha_norms_follow_definitions(rng: np.random.Generator) -> None:
     assert m["log_alpha_norm"] == pytest.approx(
         math.log10(sum(float(v) ** fit.alpha for v in ev)), rel=1e-12
     )
-
-
-@pytest.mark.parametrize(
-    ("alpha", "small", "expected"),
-    [(1.5, False, "over-trained"), (3.0, False, ""), (7.0, True, "under-trained,low-confidence")],
-)
-def test_alpha_warning(alpha: float, small: bool, expected: str) -> None:
-    assert alpha_warning(alpha, small) == expected
 
 
 def test_summary_excludes_failed_fits_and_counts_them() -> None:

@@ -13,12 +13,32 @@ from weightspectra.metrics.model_diagnostics import model_diagnostics
 def rows() -> list[dict[str, object]]:
     out: list[dict[str, object]] = []
     for i in range(6):
-        out.append({"layer_id": i, "name": f"conv{i}", "layer_type": "conv2d", "N": 64, "M": 64,
-                    "alpha": 1.5 + 0.5 * i, "log_spectral_norm": 1.0 + 0.02 * i,
-                    "phase": "heavy-tailed", "warning": "over-trained" if i == 0 else ""})
-    out.append({"layer_id": 6, "name": "fc", "layer_type": "dense", "N": 100, "M": 10,
-                "alpha": None, "spectral_norm": 5.0, "phase": None,
-                "warning": "fit-failed"})
+        out.append(
+            {
+                "layer_id": i,
+                "name": f"conv{i}",
+                "layer_type": "conv2d",
+                "N": 64,
+                "M": 64,
+                "alpha": 1.5 + 0.5 * i,
+                "log_spectral_norm": 1.0 + 0.02 * i,
+                "phase": "heavy-tailed",
+                "warning": "over-trained" if i == 0 else "",
+            }
+        )
+    out.append(
+        {
+            "layer_id": 6,
+            "name": "fc",
+            "layer_type": "dense",
+            "N": 100,
+            "M": 10,
+            "alpha": None,
+            "spectral_norm": 5.0,
+            "phase": None,
+            "warning": "fit-failed",
+        }
+    )
     return out
 
 
@@ -56,7 +76,9 @@ def test_scale_collapse_needs_a_group() -> None:
 
 
 def test_spectral_norm_used_when_log_missing() -> None:
-    data = [{"layer_type": "dense", "N": 10, "M": 10, "spectral_norm": s} for s in (10, 10, 10, 0.01)]
+    data = [
+        {"layer_type": "dense", "N": 10, "M": 10, "spectral_norm": s} for s in (10, 10, 10, 0.01)
+    ]
     found = model_diagnostics(data)["scale_collapse"]
     assert len(found) == 1 and found[0]["log_spectral_norm"] == pytest.approx(-2.0)
     assert found[0]["z"] == -math.inf
@@ -64,9 +86,11 @@ def test_spectral_norm_used_when_log_missing() -> None:
 
 @pytest.mark.parametrize(
     ("kwargs", "match"),
-    [({"collapse_z": 0}, "collapse_z must be a positive"),
-     ({"collapse_decades": -1}, "collapse_decades must be a number ≥ 0"),
-     ({"min_group": 1}, "min_group must be an integer ≥ 2")],
+    [
+        ({"collapse_z": 0}, "collapse_z must be a positive"),
+        ({"collapse_decades": -1}, "collapse_decades must be a number ≥ 0"),
+        ({"min_group": 1}, "min_group must be an integer ≥ 2"),
+    ],
 )
 def test_bad_options_raise(kwargs: dict[str, float], match: str) -> None:
     with pytest.raises(OptionError, match=match):

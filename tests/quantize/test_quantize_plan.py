@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import warnings
 
@@ -82,6 +83,7 @@ def test_exhaustive_is_a_true_oracle() -> None:
     assert list(solve_exhaustive(problem)) == list(best)
 
 
+@functools.lru_cache(maxsize=1)
 def _tiny_classifier() -> tuple[nn.Module, list[tuple[torch.Tensor, torch.Tensor]]]:
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(0)
@@ -99,7 +101,7 @@ def _tiny_classifier() -> tuple[nn.Module, list[tuple[torch.Tensor, torch.Tensor
 
 def test_sensitivity_table_matches_formula_and_exact_traces() -> None:
     net, data = _tiny_classifier()
-    tab = sensitivity_table(net, loss_fn=CE, batches=data, seed=1, trace_options={"rtol": 0.01, "layer_rtol": 0.05, "max_probes": 2000})
+    tab = sensitivity_table(net, loss_fn=CE, batches=data, seed=1, trace_options={"rtol": 0.05, "layer_rtol": 0.1, "max_probes": 400})
     assert tab.names == ["0", "2", "4"]
     H = HessianOperator(net, CE, data, params=[f"{n}.weight" for n in tab.names])
     exact = np.column_stack([H.matvec(e) for e in np.eye(H.dim)])
@@ -109,17 +111,19 @@ def test_sensitivity_table_matches_formula_and_exact_traces() -> None:
         assert abs(layer.trace - true) <= 4 * layer.trace_stderr
         w = dict(net.named_modules())[layer.name].weight
         for b in tab.bits:
-            naive = max(layer.trace, 0) / w.numel() * float(((w - _naive_q(w, b)) ** 2).sum())
+            naive = max(layer.trace, 0) / w.numel() * float(((w - _naive_q(w, b)) ** 2).sum().detach())
             assert layer.omega_hessian(b) == pytest.approx(naive, rel=1e-9)
-            assert layer.omega_alpha(b) == pytest.approx(layer.importance * quantization_error(w, b) / float((w**2).sum()), rel=1e-12)
+            assert layer.omega_alpha(b) == pytest.approx(layer.importance * quantization_error(w, b) / float((w.detach() ** 2).sum()), rel=1e-12)
     om = tab.omega("hessian")
     assert om.shape == (3, 4) and np.all(np.diff(om, axis=1) < 0)
-    assert "α unreliable" in tab.layers[-1].note  # the 3 × 12 head has 3 eigenvalues
+    head = tab.layers[-1]  # the 3 × 12 head has 3 eigenvalues: no usable α, and the row says so
+    assert np.isnan(head.alpha) and "α fit failed" in head.note and head.importance == 1.5
     assert "omega_h@2" in tab.table()
 
 
 def _naive_q(w: torch.Tensor, b: int) -> torch.Tensor:
     qmax = 2 ** (b - 1) - 1
+    w = w.detach()
     out = torch.empty_like(w)
     for c in range(w.shape[0]):
         s = w[c].abs().max() / qmax
@@ -138,7 +142,7 @@ def test_plan_bits_respects_budget_pins_and_ties() -> None:
             assert plan.size_bits == sum(sizes[n] * b for n, b in plan.bits.items())
             ex = plan_bits(tab, avg_bits=avg, sensitivity=kind, solver="exhaustive")
             assert ex.predicted_damage == pytest.approx(plan.predicted_damage, rel=1e-9)
-    pinned = plan_bits(tab, avg_bits=4.0, pinned={"0": 8, "4": 8})
+    pinned = plan_bits(tab, avg_bits=5.0, pinned={"0": 8, "4": 8})
     assert pinned.bits["0"] == 8 and pinned.bits["4"] == 8
     tied = plan_bits(tab, avg_bits=3.0, tied=[["0", "2"]])
     assert tied.bits["0"] == tied.bits["2"]

@@ -82,9 +82,9 @@ def test_csv_rendering(report: ws.Report) -> None:
     want_rows = list(csv.reader(io.StringIO(expected)))
     assert got_rows[0] == want_rows[0], "CSV header changed"
     assert len(got_rows) == len(want_rows)
-    for got, want in zip(got_rows[1:], want_rows[1:]):
+    for got, want in zip(got_rows[1:], want_rows[1:], strict=True):
         assert len(got) == len(want)
-        for g, w, col in zip(got, want, want_rows[0]):
+        for g, w, col in zip(got, want, want_rows[0], strict=True):
             if _is_number(w) and _is_number(g) and not (w.isdigit() and g.isdigit()):
                 gv, wv = float(g), float(w)
                 assert (math.isnan(gv) and math.isnan(wv)) or gv == pytest.approx(

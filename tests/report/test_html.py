@@ -202,6 +202,9 @@ def check_in_browser(driver: Any, path: Path, expected_rows: int, shot: str) -> 
         f" function(r){{return parseFloat(r.cells[{col}].getAttribute('data-v'));}});")
     finite = [v for v in values if v == v]
     assert finite == sorted(finite)
+    for anchor, name in (("#layers", "table"), ("#model-plots", "model-plots")):
+        driver.execute_script(f"document.querySelector('{anchor}').scrollIntoView()")
+        driver.save_screenshot(str(ARTIFACTS / f"{shot}-{name}.png"))
     driver.execute_script("document.querySelector('details.layer').scrollIntoView()")
     driver.save_screenshot(str(ARTIFACTS / f"{shot}-layers.png"))
     assert not [e for e in driver.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]

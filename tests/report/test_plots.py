@@ -127,7 +127,7 @@ def test_xmin_scan_plot_marks_fit(report: ws.Report) -> None:
     row = report["fc1"]
     ax = plots.plot_xmin_scan(row, _fresh())
     assert ax.lines[-1].get_xdata()[0] == row.metrics["xmin"]
-    twin = [a for a in ax.figure.axes if a is not ax][0]
+    twin = next(a for a in ax.figure.axes if a is not ax)
     assert twin.get_ylabel() == "α"
 
 
@@ -137,7 +137,7 @@ def test_layer_errors(report: ws.Report) -> None:
         plots.plot_layer(skipped)
     with pytest.raises(InputError, match="expected a LayerResult"):
         plots.plot_esd_loglog(report)  # type: ignore[arg-type]
-    fig, axs = plots.new_figure(2, managed=False)
+    _, axs = plots.new_figure(2, managed=False)
     with pytest.raises(InputError, match="3 panels"):
         plots.plot_layer(report["fc1"], axs)
 
@@ -155,7 +155,7 @@ def test_model_plots(report: ws.Report) -> None:
     assert ax.lines[0].get_xdata()[0] == pytest.approx(np.mean(vals))
     ax = plots.plot_metric_depth(report, "log_norm", _fresh())
     assert ax.get_ylabel() == "log_norm"
-    with pytest.raises(InputError, match="numeric metrics present: .*alpha"):
+    with pytest.raises(InputError, match=r"numeric metrics present: .*alpha"):
         plots.plot_metric_depth(report, "nope")
     assert report.plot("alpha_hist", ax=_fresh()).get_xlabel() == "α"
     with pytest.raises(InputError, match="choose one of"):
@@ -191,6 +191,7 @@ def test_missing_matplotlib(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_import_does_not_load_matplotlib_or_pandas() -> None:
     code = ("import sys, weightspectra, weightspectra.report.plots, weightspectra.compat, "
-            "weightspectra.report.html; print('matplotlib' in sys.modules, 'pandas' in sys.modules)")
+            "weightspectra.report.html; "
+            "print('matplotlib' in sys.modules, 'pandas' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]

@@ -36,17 +36,18 @@ def _to_device(array: np.ndarray, device: torch.device, dtype: torch.dtype) -> t
     # A private, writable host copy: torch refuses to wrap read-only (memory-mapped) arrays
     # silently, and the copy is at most one block.
     host = torch.from_numpy(np.array(array, copy=True, order="C"))
-    return host.to(device=device, dtype=dtype, non_blocking=False)
+    return host.to(device=device, dtype=dtype)
 
 
 def _eigvalsh(gram: torch.Tensor, what: str) -> torch.Tensor:
     try:
-        return torch.linalg.eigvalsh(gram)
+        evals: torch.Tensor = torch.linalg.eigvalsh(gram)
     except RuntimeError as exc:  # torch raises RuntimeError (linalg.LinAlgError) on failure
         raise LayerError(
             f"{what}: torch eigvalsh failed on the {tuple(gram.shape)} Gram matrix ({exc}); "
             "retry with device='cpu' or eig_method='svd'"
         ) from exc
+    return evals
 
 
 def gram_spectra(
@@ -87,7 +88,7 @@ def gram_spectra(
     """
     dev = torch.device(device)
     dtype = _torch_dtype(precision)
-    k, rows, cols = stack.shape
+    _, rows, cols = stack.shape
     tall = rows >= cols
     itemsize = 8 if dtype == torch.float64 else 4
     if stack.size * itemsize <= GRAM_BLOCK_BYTES:

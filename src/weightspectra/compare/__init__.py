@@ -17,8 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from weightspectra.compare.stats import _pair, kendall_tau, ols
 from weightspectra.errors import InputError
 from weightspectra.metrics.summary import SUMMARY_COLUMNS
@@ -221,9 +219,11 @@ class Comparison:
         return pd.DataFrame.from_records(self.rows() if what == "models" else self.fit_rows())
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain, JSON-ready form: models (with their source), rankings, fits."""
+        models = [{**r, "source": m.source}
+                  for r, m in zip(self.rows(), self.models, strict=True)]
         return {"accuracy_name": self.accuracy_name, "metrics": list(self.metrics),
-                "models": [{**r, "source": m.source} for r, m in zip(self.rows(), self.models)],
-                "rankings": self.rankings, "fits": self.fit_rows()}
+                "models": models, "rankings": self.rankings, "fits": self.fit_rows()}
 
     def render(self, fmt: str = "table") -> str:
         """Text in ``fmt``: ``table``, ``markdown``, ``json``, or ``csv`` (the fits when
@@ -377,7 +377,7 @@ def _resolve_accuracy(models: list[ModelSummary], accuracy: object
         if len(accuracy) != len(models):
             raise InputError(f"{len(accuracy)} accuracies for {len(models)} models; give one "
                              "per model, or a mapping {name: accuracy}")
-        name, values = "accuracy", {m.name: float(a) for m, a in zip(models, accuracy)}
+        name, values = "accuracy", {m.name: float(a) for m, a in zip(models, accuracy, strict=True)}
     else:
         raise InputError(f"accuracy must be a CSV path, a column name, a mapping or a sequence; "
                          f"got {type(accuracy).__name__}")
@@ -415,7 +415,7 @@ def _fits(models: Sequence[ModelSummary], metrics: Sequence[str]) -> list[Linear
                    if m.accuracy is not None]
             pts = [(x, y) for x, y in pts if math.isfinite(x) and math.isfinite(y)]
             if len(pts) >= MIN_FIT_MODELS:
-                xs, ys = zip(*pts)
+                xs, ys = zip(*pts, strict=True)
                 out.append(fit_metric(metric, series, xs, ys))
     return out
 

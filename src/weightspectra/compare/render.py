@@ -136,8 +136,8 @@ def comparison_html(cmp: Comparison, *, plots: bool = True, dpi: float = 72) -> 
     items = "".join(f"<li>{esc(ln.strip())}</li>" for ln in _ranking_lines(cmp, 50))
     parts.append(f"<h2>Ranking (ascending)</h2><ul>{items}</ul>")
     if cmp.fits:
-        parts.append(f"<h2>Fits</h2><p class=\"muted\">{esc(FIT_NOTE.format(acc=cmp.accuracy_name))}"
-                     "</p>")
+        note = esc(FIT_NOTE.format(acc=cmp.accuracy_name))
+        parts.append(f"<h2>Fits</h2><p class=\"muted\">{note}</p>")
         fit_rows = [{_FIT_HEADER.get(k, k): v for k, v in r.items()} for r in cmp.fit_rows()]
         parts.append(table([_FIT_HEADER.get(c, c) for c in FIT_COLUMNS], fit_rows,
                            table_id="fits"))

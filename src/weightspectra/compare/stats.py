@@ -129,7 +129,7 @@ def kendall_tau(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray
         return math.nan, math.nan
     tau = score / denom
     if tx.size == 0 and ty.size == 0 and n <= KENDALL_EXACT_MAX_N:
-        discordant = int(round((pairs - score) / 2))
+        discordant = round((pairs - score) / 2)
         counts = _inversion_counts(n)
         tail = sum(counts[: min(discordant, int(pairs) - discordant) + 1])
         p = min(1.0, 2.0 * tail / math.factorial(n))

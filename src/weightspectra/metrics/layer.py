@@ -16,9 +16,6 @@ from weightspectra.fitting.powerlaw import FIT_EVAL_THRESHOLD, PowerLawFit
 #: LAPACK-style tolerance of ``numpy.linalg.matrix_rank`` is replaced by this one, in λ units.
 GRAM_RANK_FACTOR = 10.0
 
-ALPHA_OVER_TRAINED = 2.0
-ALPHA_UNDER_TRAINED = 6.0
-
 #: Metric columns in report order (the identity and status columns come first, elsewhere).
 NORM_COLUMNS = (
     "lambda_max",
@@ -129,14 +126,3 @@ def fit_metrics(evals: np.ndarray, fit: PowerLawFit) -> dict[str, float | int]:
         "num_fit_evals": fit.num_fit_evals,
     }
 
-
-def alpha_warning(alpha: float, small_sample: bool) -> str:
-    """The warning label of a fitted α ('' when none applies)."""
-    labels = []
-    if alpha < ALPHA_OVER_TRAINED:
-        labels.append("over-trained")
-    elif alpha > ALPHA_UNDER_TRAINED:
-        labels.append("under-trained")
-    if small_sample:
-        labels.append("low-confidence")
-    return ",".join(labels)

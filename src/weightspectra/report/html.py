@@ -21,7 +21,6 @@ from weightspectra.report.results import Report, Value
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
-    from matplotlib.figure import Figure
 
 #: Above this many analysed layers the per-layer plots start collapsed.
 OPEN_LAYER_PLOTS = 60
@@ -249,7 +248,7 @@ def _model_plots(report: Report, dpi: float) -> str:
                                "alpha histogram", dpi=dpi))
     figs.append(figure_img(lambda ax: plot_metric_depth(report, "log_spectral_norm", ax),
                            "log spectral norm by depth", dpi=dpi))
-    return f'<h2>Model plots</h2><div class="plots">{"".join(figs)}</div>'
+    return f'<h2 id="model-plots">Model plots</h2><div class="plots">{"".join(figs)}</div>'
 
 
 def _layer_plots(report: Report, dpi: float, max_layers: int | None) -> str:

@@ -107,7 +107,7 @@ class ResultCache:
         digest = hashlib.sha256(
             json.dumps(context, sort_keys=True, default=_json_default).encode()
         )
-        digest.update(memoryview(np.ascontiguousarray(tensor)).cast("B"))
+        digest.update(np.ascontiguousarray(tensor).data.cast("B"))
         return digest.hexdigest()
 
     def path(self, key: str) -> Path:

