@@ -98,6 +98,25 @@ def main() -> None:
         conv_rows.append([str(shape), t_loop, t_batch, t_batch / t_loop])
     print(_common.table(["stack", "loop s", "batched s", "batched/loop"], conv_rows))
 
+    try:
+        import torch
+    except ImportError:
+        return
+    torch.set_num_threads(THREADS)
+    print("\nEigensolver alone on a float64 Gram matrix: numpy (OpenBLAS LAPACK) vs torch "
+          "(its bundled LAPACK) on the CPU, same thread count")
+    solver_rows = []
+    for m in (1024, 2048, 4096):
+        a = _common.synthetic((m, m), m).astype(np.float64)
+        g = a.T @ a
+        t_np, e_np = _common.best_of(lambda g=g: np.linalg.eigvalsh(g), 2)
+        tg = torch.from_numpy(g)
+        t_t, e_t = _common.best_of(lambda tg=tg: torch.linalg.eigvalsh(tg).numpy(), 2)
+        rel = float(np.abs(e_np - e_t).max() / e_np[-1])
+        solver_rows.append([f"{m}×{m}", t_np, t_t, t_np / t_t, f"{rel:.1e}"])
+    print(_common.table(["Gram", "numpy s", "torch s", "numpy/torch", "max rel diff"],
+                        solver_rows))
+
 
 if __name__ == "__main__":
     main()

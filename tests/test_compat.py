@@ -120,8 +120,9 @@ def test_peer_script_on_minilm_module(minilm_path: Path, peer_rows: list[dict[st
     only = watcher.analyze(layers=[12, 13])
     assert list(only["longname"]) == ["encoder.layer.0.attention.self.query",
                                       "encoder.layer.0.attention.self.key"]
-    dropped = watcher.analyze(layers=[-2])
+    dropped = watcher.describe(layers=[-2])  # the same selection, without computing anything
     assert "embeddings.word_embeddings" not in set(dropped["longname"]) and len(dropped) == 38
+    assert list(watcher.describe(layers=[12])["layer_id"]) == [12]
 
 
 def _small() -> dict[str, np.ndarray]:
@@ -141,7 +142,7 @@ def test_failed_fit_and_summary() -> None:
     details = watcher.analyze()
     flat = details.set_index("longname").loc["flat"]
     assert flat["status"] == "failed" and math.isnan(flat["alpha"])
-    assert flat["warning"] == "fit-failed"
+    assert flat["warning"] == "" and flat["ws_warning"] == "fit-failed"
     ok = details[details["status"] == "success"]
     assert len(ok) == 2 and "tiny" not in set(details["longname"])
     summary = watcher.get_summary()
@@ -194,3 +195,13 @@ def test_describe_get_esd_and_errors() -> None:
         watcher.get_ESD(model=arrays, layer="zzz")
     with pytest.raises(InputError, match="no randomised eigenvalues"):
         watcher.get_ESD(model=arrays, layer="a", random=True)
+
+
+def test_mp_fit_passes_through() -> None:
+    watcher = WeightWatcher(model=_small())
+    details = watcher.analyze(mp_fit=True, layers=["^a$", "^b$"])
+    soft = details["mp_softrank"].astype(float)
+    assert np.isfinite(soft).all()
+    assert watcher.get_summary()["mp_softrank"] == pytest.approx(soft.mean())
+    assert "mp_softrank" not in watcher.get_summary(watcher.analyze(mp_fit=False,
+                                                                    layers=["^a$"]))

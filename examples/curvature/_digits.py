@@ -8,7 +8,7 @@ from torch import nn
 
 
 def digits_tensors(seed: int, test_fraction: float = 0.3) -> tuple[torch.Tensor, ...]:
-    """``(x_train, y_train, x_test, y_test)`` from scikit-learn's digits, pixels scaled to [0, 1]."""
+    """``(x_train, y_train, x_test, y_test)`` from scikit-learn's digits, pixels in [0, 1]."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +43,9 @@ DETAILS_COLUMNS = (
 #: Columns of ``describe()``.
 DESCRIBE_COLUMNS = ("layer_id", "name", "longname", "layer_type", "N", "M", "Q", "rf",
                     "num_evals")
+#: The peer's warning thresholds on α (its whole warning vocabulary, see :func:`peer_warning`).
+PEER_OVER_TRAINED = 2.0
+PEER_UNDER_TRAINED = 6.0
 #: Keys of ``get_summary()`` (``mp_softrank`` only when the MP fit ran).
 SUMMARY_KEYS = ("log_norm", "alpha", "alpha_weighted", "log_alpha_norm", "log_spectral_norm",
                 "stable_rank", "mp_softrank")
@@ -56,7 +58,7 @@ _MAPPED = {"min_evals": "min_evals", "max_evals": "max_evals", "pool": "pool",
 #: Peer options handled by this layer itself.
 _HANDLED = ("layers", "max_N", "plot", "savefig", "fit", "svd_method", "model")
 #: Peer options passed through when this weightspectra's Options has them (diagnostics).
-_PASS_THROUGH = ("mp_fit", "randomize", "detX")
+_PASS_THROUGH = {"mp_fit": "mp_fit", "randomize": "randomize", "detX": "detx"}
 #: Peer options not supported here, accepted only at their default value(s).
 _DEFAULT_ONLY: dict[str, tuple[object, ...]] = {
     "glorot_fix": (False,), "ww2x": (False,), "conv2d_fft": (False,), "fft": (False,),
@@ -74,10 +76,6 @@ _SVD_METHODS = ("full", "accurate", "FULL", "ACCURATE")
 def _supported() -> str:
     names = sorted({*_MAPPED, *_HANDLED, *_PASS_THROUGH})
     return ", ".join(names)
-
-
-def _options_fields() -> set[str]:
-    return {f.name for f in fields(Options)}
 
 
 def _pandas() -> Any:
@@ -157,9 +155,20 @@ def _peer_row(row: LayerResult, ids: Mapping[str, int]) -> dict[str, Any]:
         out["status"] = "success" if fitted else "failed"
     else:
         out["status"] = row.status.value
-    warning = metrics.get("warning")
-    out["warning"] = warning if isinstance(warning, str) else ""
+    ours = metrics.get("warning")
+    out["ws_warning"] = ours if isinstance(ours, str) else ""
+    out["warning"] = peer_warning(float(alpha)) if fitted else ""  # type: ignore[arg-type]
     return out
+
+
+def peer_warning(alpha: float) -> str:
+    """The peer's warning vocabulary for a fitted α: ``over-trained`` below 2,
+    ``under-trained`` above 6, else ''. weightspectra's own, richer label is ``ws_warning``."""
+    if alpha < PEER_OVER_TRAINED:
+        return "over-trained"
+    if alpha > PEER_UNDER_TRAINED:
+        return "under-trained"
+    return ""
 
 
 class WeightWatcher:
@@ -197,7 +206,6 @@ class WeightWatcher:
         """Our Options from the peer's keyword arguments, and the handled ones (plot, ...)."""
         ours: dict[str, Any] = {}
         handled: dict[str, Any] = {}
-        have = _options_fields()
         for key, value in kwargs.items():
             if key in _MAPPED:
                 if value is not None or key == "max_evals":
@@ -205,12 +213,16 @@ class WeightWatcher:
             elif key in _HANDLED:
                 handled[key] = value
             elif key in _PASS_THROUGH:
-                if key in have:
-                    ours[key] = value
-                elif value:
-                    raise OptionError(
-                        f"{key}={value!r}: this weightspectra has no {key} diagnostic yet; "
-                        f"drop the option (supported options: {_supported()})")
+                name = _PASS_THROUGH[key]
+                try:
+                    Options.from_kwargs(**{name: value})
+                except OptionError as exc:
+                    if value:
+                        raise OptionError(
+                            f"{key}={value!r}: this weightspectra cannot run it ({exc}); drop "
+                            f"the option (supported options: {_supported()})") from exc
+                else:
+                    ours[name] = value
             elif key in _DEFAULT_ONLY:
                 if not any(value is d or value == d for d in _DEFAULT_ONLY[key]):
                     raise OptionError(

@@ -14,7 +14,6 @@ torch = pytest.importorskip("torch", reason="the curvature subpackage needs torc
 from curvature_helpers import MODELS, data_for, exact_hessian, tiny_mlp  # noqa: E402
 from torch import nn  # noqa: E402
 
-
 _EXACT: dict[str, np.ndarray] = {}
 
 

@@ -19,9 +19,7 @@ def tiny_mlp() -> nn.Module:
 def tiny_cnn() -> nn.Module:
     # 4·9 + 4 + 64·3 + 3 = 235 parameters: small enough for an exact Hessian in seconds.
     torch.manual_seed(1)
-    return nn.Sequential(
-        nn.Conv2d(1, 4, 3), nn.Tanh(), nn.Flatten(), nn.Linear(64, 3)
-    ).double()
+    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.Tanh(), nn.Flatten(), nn.Linear(64, 3)).double()
 
 
 def data_for(model_name: str, n: int = 20, seed: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
@@ -54,5 +52,3 @@ def exact_hessian(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> np.ndar
 def dense(op: object, dim: int) -> np.ndarray:
     """Materialise an operator column by column."""
     return np.column_stack([op.matvec(e) for e in np.eye(dim)])  # type: ignore[attr-defined]
-
-

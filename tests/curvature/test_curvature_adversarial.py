@@ -79,8 +79,15 @@ def test_curvature_report_table_and_frame() -> None:
     net, x, y = _trained_net()
     adv = adversarial_batches(net, CE, [(x, y)], method="fgsm", eps=0.1)
     rep = curvature_report(
-        net, CE, {"clean": [(x, y)], "fgsm": adv}, label="net", k=2, with_density=True,
-        dtype=torch.float64, trace_options={"max_probes": 30}, density_options={"n_steps": 20},
+        net,
+        CE,
+        {"clean": [(x, y)], "fgsm": adv},
+        label="net",
+        k=2,
+        with_density=True,
+        dtype=torch.float64,
+        trace_options={"max_probes": 30},
+        density_options={"n_steps": 20},
     )
     assert [r.data for r in rep.records] == ["clean", "fgsm"]
     clean, bad = rep.records

@@ -78,7 +78,9 @@ def test_trace_stops_on_standard_error_not_on_change(rng: np.random.Generator) -
 def test_hutchpp_exact_when_sketch_spans_space(rng: np.random.Generator) -> None:
     A = rng.standard_normal((12, 12))
     A = A + A.T
-    est = trace(MatrixOperator(A, {"a": slice(0, 5), "b": slice(5, 12)}), method="hutch++", sketch=12)
+    est = trace(
+        MatrixOperator(A, {"a": slice(0, 5), "b": slice(5, 12)}), method="hutch++", sketch=12
+    )
     assert est.stderr == 0.0 and est.n_probes == 0
     assert abs(est.mean - np.trace(A)) <= 1e-10
     assert abs(est.layers["a"][0] - np.trace(A[:5, :5])) <= 1e-10

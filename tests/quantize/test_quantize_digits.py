@@ -18,7 +18,9 @@ def _digits(seed: int) -> tuple[torch.Tensor, ...]:
     from sklearn.model_selection import train_test_split
 
     x, y = load_digits(return_X_y=True)
-    x_tr, x_te, y_tr, y_te = train_test_split(x / 16.0, y, test_size=0.3, random_state=seed, stratify=y)
+    x_tr, x_te, y_tr, y_te = train_test_split(
+        x / 16.0, y, test_size=0.3, random_state=seed, stratify=y
+    )
     f = lambda a: torch.tensor(a, dtype=torch.float32)  # noqa: E731
     i = lambda a: torch.tensor(a, dtype=torch.int64)  # noqa: E731
     return f(x_tr), i(y_tr), f(x_te), i(y_te)
@@ -26,7 +28,9 @@ def _digits(seed: int) -> tuple[torch.Tensor, ...]:
 
 def _train(seed: int, x: torch.Tensor, y: torch.Tensor) -> nn.Module:
     torch.manual_seed(seed)
-    net = nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 128), nn.ReLU(), nn.Linear(128, 10))
+    net = nn.Sequential(
+        nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 128), nn.ReLU(), nn.Linear(128, 10)
+    )
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     gen = torch.Generator().manual_seed(seed)
     for _ in range(60):
@@ -39,6 +43,7 @@ def _train(seed: int, x: torch.Tensor, y: torch.Tensor) -> nn.Module:
     return net.eval()
 
 
+@pytest.mark.slow  # about 10 s per seed on 2 idle cores; minutes on a loaded machine
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_curvature_plan_beats_uniform_two_bit_on_digits(seed: int) -> None:
     x_tr, y_tr, x_te, y_te = _digits(seed)

@@ -21,9 +21,13 @@ from weightspectra.quantize import (  # noqa: E402
 @pytest.mark.parametrize("bits", [2, 3, 4, 8])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("shape", [(7, 13), (5, 3, 3, 3)])
-def test_quantizer_idempotent_and_error_bounded(bits: int, dtype: torch.dtype, shape: tuple[int, ...]) -> None:
+def test_quantizer_idempotent_and_error_bounded(
+    bits: int, dtype: torch.dtype, shape: tuple[int, ...]
+) -> None:
     gen = torch.Generator().manual_seed(bits)
-    w = torch.randn(shape, generator=gen, dtype=dtype) * torch.rand(shape[0], *[1] * (len(shape) - 1), generator=gen, dtype=dtype)
+    w = torch.randn(shape, generator=gen, dtype=dtype) * torch.rand(
+        shape[0], *[1] * (len(shape) - 1), generator=gen, dtype=dtype
+    )
     codes, scale = quantize_codes(w, bits)
     q = fake_quantize(w, bits)
     assert q.dtype == w.dtype and q.shape == w.shape
@@ -33,7 +37,7 @@ def test_quantizer_idempotent_and_error_bounded(bits: int, dtype: torch.dtype, s
     # |Q(w) - w| ≤ scale/2 (plus rounding of the product in the working precision).
     assert bool(((q - w).abs() <= scale / 2 + 4 * eps * w.abs().amax()).all())
     # Idempotent: the codes of Q(w) are those of w, and the values agree to rounding.
-    codes2, scale2 = quantize_codes(q, bits)
+    codes2, _ = quantize_codes(q, bits)
     assert torch.equal(codes2, codes)
     q2 = fake_quantize(q, bits)
     assert float((q2 - q).abs().max()) <= 4 * eps * float(w.abs().max())
@@ -80,8 +84,7 @@ def test_quantizer_bad_inputs() -> None:
         fake_quantize(net.weight, 4.0)  # type: ignore[arg-type]
     with pytest.raises(InputError, match="floating weight tensor"):
         fake_quantize(torch.ones(3, dtype=torch.int64), 4)
-    with pytest.raises(InputError, match="not Linear/Conv layers"):
-        with fake_quantized(net, {"fc": 4}):
-            pass
+    with pytest.raises(InputError, match="not Linear/Conv layers"), fake_quantized(net, {"fc": 4}):
+        pass
     with pytest.raises(InputError, match="no Linear or Conv"):
         quantizable_layers(nn.ReLU())

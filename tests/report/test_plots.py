@@ -95,7 +95,10 @@ def test_loglog_draws_fit_and_xmin(report: ws.Report) -> None:
 
 
 def test_linear_with_and_without_mp_columns(report: ws.Report) -> None:
-    row = report["fc2"]
+    full = report["fc2"]
+    mp_keys = {"mp_softrank", "bulk_max", "bulk_min", "num_spikes", "tw_margin", "phase",
+               "max_rand_eval", "num_traps"}
+    row = replace(full, metrics={k: v for k, v in full.metrics.items() if k not in mp_keys})
     ax = plots.plot_esd_linear(row, _fresh())
     assert not ax.lines  # no MP columns: histogram only
     lam = row.metrics["lambda_max"]
@@ -109,6 +112,14 @@ def test_linear_with_and_without_mp_columns(report: ws.Report) -> None:
     assert "bulk+spikes" in ax.get_title()
     only_edge = replace(row, metrics={**row.metrics, "bulk_max": 7.0})
     assert plots.mp_edge(only_edge) == 7.0
+    # Bulk edge and TW margin in normalised units (λ/N): the margin line is rescaled to λ.
+    tw = replace(with_mp, metrics={**with_mp.metrics, "bulk_max": 2.0, "tw_margin": 0.2,
+                                   "max_rand_eval": 3.0, "num_traps": 1})
+    ax = plots.plot_esd_linear(tw, _fresh())
+    lines = {ln.get_label(): ln.get_xdata()[0] for ln in ax.lines}
+    assert lines["edge + TW margin"] == pytest.approx(0.5 * lam * 1.1)
+    assert lines["max randomised λ"] == 3.0
+    assert "1 traps" in ax.get_title()
 
 
 def test_randomized_panel(report: ws.Report) -> None:

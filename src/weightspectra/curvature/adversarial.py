@@ -1,4 +1,4 @@
-"""FGSM and PGD adversarial examples made from the user's batches (curvature.md, "Adversarial data").
+"""FGSM and PGD adversarial examples made from the user's batches (curvature.md, "Adversarial").
 
 The result is an :class:`AdversarialBatches` object: iterable like the clean batches, so the same
 :class:`~weightspectra.curvature.HessianOperator` can be built on either, and carrying a
@@ -187,7 +187,8 @@ def adversarial_batches(
 
 
 def _per_sample_norm(t: torch.Tensor) -> torch.Tensor:
-    return t.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (t.ndim - 1)))
+    norms: torch.Tensor = t.flatten(1).norm(dim=1).clamp_min(1e-12)
+    return norms.view(-1, *([1] * (t.ndim - 1)))
 
 
 def _step(

@@ -114,7 +114,9 @@ def _floating_dtype(dtype: torch.dtype | None, model: nn.Module) -> torch.dtype:
                 return p.dtype
         return torch.get_default_dtype()
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise InputError(f"dtype must be a floating torch.dtype such as torch.float64, got {dtype!r}")
+        raise InputError(
+            f"dtype must be a floating torch.dtype such as torch.float64, got {dtype!r}"
+        )
     return dtype
 
 
@@ -148,7 +150,9 @@ class _Evaluator:
         if not isinstance(model, nn.Module):
             raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if not callable(loss_fn):
-            raise InputError(f"loss_fn must be callable (outputs, targets) -> scalar, got {loss_fn!r}")
+            raise InputError(
+                f"loss_fn must be callable (outputs, targets) -> scalar, got {loss_fn!r}"
+            )
         self.model = model
         self.loss_fn = loss_fn
         self.mode = parse_enum(Mode, mode, "mode")
@@ -174,7 +178,9 @@ class _Evaluator:
     def _weights(self) -> list[float]:
         return [n / self.n_samples for n in self.batch_sizes]
 
-    def _batch_loss(self, state: Mapping[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def _batch_loss(
+        self, state: Mapping[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor
+    ) -> torch.Tensor:
         out = torch.func.functional_call(self.model, dict(state), (_cast(x, self.dtype),))
         return _scalar_loss(self.loss_fn, out, _cast(y, self.dtype))
 
@@ -276,8 +282,13 @@ class HessianOperator(_Evaluator):
         HessianOperator
         """
         return HessianOperator(
-            self.model, self.loss_fn, _Described(self.batches, self._description), params,
-            self.mode, self.dtype, self.engine,
+            self.model,
+            self.loss_fn,
+            _Described(self.batches, self._description),
+            params,
+            self.mode,
+            self.dtype,
+            self.engine,
         )
 
     def parameters_vector(self) -> np.ndarray:
@@ -405,7 +416,7 @@ class HessianOperator(_Evaluator):
 
         primals = tuple(base[n] for n in names)
         grad_fn = torch.func.grad(loss_of, argnums=tuple(range(len(names))))
-        _, hv = torch.func.jvp(grad_fn, primals, tangents)
+        hv = torch.func.jvp(grad_fn, primals, tangents)[1]
         return torch.cat([h.reshape(-1) for h in hv])
 
 
@@ -462,7 +473,9 @@ class InputHessianOperator(_Evaluator):
         out = torch.zeros(self.dim, dtype=self.dtype)
         with module_mode(self.model, self.mode):
             state = self._state()
-            for w, (x, y), s in zip(self._weights(), self.batches, self.blocks.values(), strict=True):
+            for w, (x, y), s in zip(
+                self._weights(), self.batches, self.blocks.values(), strict=True
+            ):
                 xc = _cast(x, self.dtype)
                 tangent = vt[s].reshape(xc.shape)
 
@@ -479,7 +492,7 @@ class InputHessianOperator(_Evaluator):
                         hv = None
                     hv = torch.zeros_like(xc) if hv is None else hv
                 else:
-                    _, hv = torch.func.jvp(torch.func.grad(loss_of), (xc,), (tangent,))
+                    hv = torch.func.jvp(torch.func.grad(loss_of), (xc,), (tangent,))[1]
                 out[s] = w * hv.reshape(-1)
         self.hvp_count += 1
         return out.to(torch.float64).numpy()

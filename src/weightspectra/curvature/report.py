@@ -93,7 +93,18 @@ class CurvatureRecord:
         }
 
 
-_COLUMNS = ("model", "data", "mode", "n", "loss", "lambda_max", "trace", "trace_se", "probes", "hvps")
+_COLUMNS = (
+    "model",
+    "data",
+    "mode",
+    "n",
+    "loss",
+    "lambda_max",
+    "trace",
+    "trace_se",
+    "probes",
+    "hvps",
+)
 
 
 @dataclass(frozen=True)
@@ -112,12 +123,15 @@ class CurvatureReport:
 
     def table(self) -> str:
         """Plain-text (Markdown pipe) table, one row per record, with a footnote on the data."""
-        rows = [_COLUMNS]
+        rows: list[tuple[str, ...]] = [_COLUMNS]
         for r in self.records:
             row = r.as_row()
             rows.append(tuple(_fmt(row[c]) for c in _COLUMNS))
         widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
-        lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |" for row in rows]
+        lines = [
+            "| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |"
+            for row in rows
+        ]
         lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
         notes = sorted({f"{r.data}: {r.description}" for r in self.records})
         return "\n".join(lines) + "\n\ndata: " + "; ".join(notes)
@@ -263,4 +277,3 @@ def curvature_report(
             )
         )
     return CurvatureReport(tuple(records))
-

@@ -1,4 +1,4 @@
-"""Spectral quantities of a symmetric operator from matrix-vector products (curvature.md, "Solvers").
+"""Spectral quantities of a symmetric operator from matrix-vector products (curvature.md).
 
 Everything here is numpy/scipy on float64 arrays and works on any object with ``dim`` and
 ``matvec`` (a :class:`HessianOperator`, an :class:`InputHessianOperator`, or a
@@ -195,7 +195,9 @@ def _counted(op: Any) -> tuple[Callable[[np.ndarray], np.ndarray], list[int]]:
 
 def _check_seed(seed: Any) -> int:
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise OptionError(f"seed must be an int (stochastic methods are always seeded), got {seed!r}")
+        raise OptionError(
+            f"seed must be an int (stochastic methods are always seeded), got {seed!r}"
+        )
     return int(seed)
 
 
@@ -264,7 +266,11 @@ def top_eigenvalues(
     else:
         order = np.argsort(-vals)
     return EigenResult(
-        values=vals[order], vectors=vecs[:, order], which=which_e.value, hvp_count=calls[0], seed=seed
+        values=vals[order],
+        vectors=vecs[:, order],
+        which=which_e.value,
+        hvp_count=calls[0],
+        seed=seed,
     )
 
 
@@ -348,8 +354,13 @@ def trace(
             exact_blocks[b] = float(np.sum(Q[sl] * HQ[sl]))
         if Q.shape[1] >= n:
             return TraceEstimate(
-                mean=exact_total, stderr=0.0, n_probes=0, hvp_count=calls[0], converged=True,
-                method=m.value, seed=seed,
+                mean=exact_total,
+                stderr=0.0,
+                n_probes=0,
+                hvp_count=calls[0],
+                converged=True,
+                method=m.value,
+                seed=seed,
                 layers={b: (v, 0.0) for b, v in exact_blocks.items()},
             )
 
@@ -364,11 +375,16 @@ def trace(
         totals.append(float(prod.sum()))
         for b, sl in blocks.items():
             per_block[b].append(float(prod[sl].sum()))
-        if len(totals) >= min_probes and _small_enough(
-            totals, exact_total, rtol, atol
-        ) and (
-            layer_rtol is None
-            or all(_small_enough(v, exact_blocks[b], layer_rtol, atol) for b, v in per_block.items())
+        if (
+            len(totals) >= min_probes
+            and _small_enough(totals, exact_total, rtol, atol)
+            and (
+                layer_rtol is None
+                or all(
+                    _small_enough(v, exact_blocks[b], layer_rtol, atol)
+                    for b, v in per_block.items()
+                )
+            )
         ):
             converged = True
             break
@@ -380,9 +396,7 @@ def trace(
         converged=converged,
         method=m.value,
         seed=seed,
-        layers={
-            b: (exact_blocks[b] + float(np.mean(v)), _stderr(v)) for b, v in per_block.items()
-        },
+        layers={b: (exact_blocks[b] + float(np.mean(v)), _stderr(v)) for b, v in per_block.items()},
     )
 
 

@@ -2,7 +2,7 @@
 
 For output channel c of a weight W (channel axis 0 for ``Linear`` and ``Conv{1,2,3}d``):
 
-    q_max = 2^(b-1) - 1,   s_c = max|W_c| / q_max,   Q_b(W)_c = s_c · clamp(round(W_c / s_c), ±q_max)
+    q_max = 2^(b-1) - 1,  s_c = max|W_c| / q_max,  Q_b(W)_c = s_c · clamp(round(W_c / s_c), ±q_max)
 
 so no value is clipped, |Q_b(W) − W| ≤ s_c / 2 elementwise, and the integer codes of Q_b(W) are
 those of W (idempotence). ``b = 2`` is ternary ({-s, 0, s}). Biases are not quantized. A
@@ -99,6 +99,14 @@ def quantization_error(w: torch.Tensor, bits: int, axis: int = 0) -> float:
     return float(((fake_quantize(w, bits, axis) - w.detach()) ** 2).sum())
 
 
+def layer_weight(module: nn.Module) -> torch.Tensor:
+    """The ``weight`` tensor of a Linear/Conv module (typed, for the rest of the package)."""
+    w = getattr(module, "weight", None)
+    if not isinstance(w, torch.Tensor):
+        raise InputError(f"{type(module).__name__} has no weight tensor to quantize")
+    return w
+
+
 def quantizable_layers(model: nn.Module) -> dict[str, nn.Module]:
     """The Linear/Conv submodules of ``model`` by name, in module order.
 
@@ -111,9 +119,7 @@ def quantizable_layers(model: nn.Module) -> dict[str, nn.Module]:
         raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     layers = {n: m for n, m in model.named_modules() if isinstance(m, QUANTIZABLE)}
     if not layers:
-        raise InputError(
-            f"{type(model).__name__} has no Linear or Conv1d/2d/3d layer to quantize"
-        )
+        raise InputError(f"{type(model).__name__} has no Linear or Conv1d/2d/3d layer to quantize")
     return layers
 
 
@@ -167,14 +173,14 @@ def fake_quantized(model: nn.Module, bits: int | Mapping[str, int]) -> Iterator[
     try:
         with torch.no_grad():
             for name, b in widths.items():
-                w = layers[name].weight
+                w = layer_weight(layers[name])
                 saved[name] = w.detach().clone()
                 w.copy_(fake_quantize(w, b))
         yield model
     finally:
         with torch.no_grad():
             for name, original in saved.items():
-                layers[name].weight.copy_(original)
+                layer_weight(layers[name]).copy_(original)
 
 
 def quantized_copy(model: nn.Module, bits: int | Mapping[str, int]) -> nn.Module:
@@ -184,5 +190,6 @@ def quantized_copy(model: nn.Module, bits: int | Mapping[str, int]) -> nn.Module
     layers = quantizable_layers(clone)
     with torch.no_grad():
         for name, b in widths.items():
-            layers[name].weight.copy_(fake_quantize(layers[name].weight, b))
+            w = layer_weight(layers[name])
+            w.copy_(fake_quantize(w, b))
     return clone

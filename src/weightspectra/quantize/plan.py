@@ -104,7 +104,14 @@ def make_problem(
         if any(not 0 <= i < n.size for i in idx):
             raise InputError(f"tied group {list(g)} has an index outside 0..{n.size - 1}")
         grouped.append(idx)
-    return BitProblem(om, np.outer(n, b), float(budget), ok, grouped, [(np.asarray(c, float), float(v)) for c, v in extra])
+    return BitProblem(
+        om,
+        np.outer(n, b),
+        float(budget),
+        ok,
+        grouped,
+        [(np.asarray(c, float), float(v)) for c, v in extra],
+    )
 
 
 def solve_milp(problem: BitProblem) -> np.ndarray:
@@ -153,7 +160,8 @@ def solve_milp(problem: BitProblem) -> np.ndarray:
     if res.x is None or not res.success:
         raise PlanError(_infeasible_message(problem, str(res.message)))
     x = np.round(res.x).reshape(L, K)
-    return np.argmax(x, axis=1)
+    pick: np.ndarray = np.argmax(x, axis=1)
+    return pick
 
 
 def solve_exhaustive(problem: BitProblem) -> np.ndarray:
@@ -294,11 +302,17 @@ def plan_bits(
     sizes = table.sizes
     if (avg_bits is None) == (size_budget_bits is None):
         raise OptionError("give exactly one of avg_bits or size_budget_bits as the size budget")
-    budget = float(avg_bits) * float(sizes.sum()) if avg_bits is not None else float(size_budget_bits or 0)
+    budget = (
+        float(avg_bits) * float(sizes.sum())
+        if avg_bits is not None
+        else float(size_budget_bits or 0)
+    )
     if not np.isfinite(budget) or budget <= 0:
         raise OptionError(f"the size budget must be positive, got {avg_bits or size_budget_bits!r}")
     widths = list(table.bits)
-    cand = widths if candidates is None else sorted({check_bits(b, "candidates") for b in candidates})
+    cand = (
+        widths if candidates is None else sorted({check_bits(b, "candidates") for b in candidates})
+    )
     missing = [b for b in cand if b not in widths]
     if missing:
         raise OptionError(f"candidates {missing} are not widths of the table {widths}; rebuild it")
@@ -327,13 +341,24 @@ def plan_bits(
     omega = table.omega(kind)
     problem = make_problem(omega, sizes, widths, budget, allowed, groups, extra)
     pick = solve_milp(problem) if how is Solver.MILP else solve_exhaustive(problem)
-    return _plan_from_pick(table, pick, omega, avg_bits_budget=budget / sizes.sum(),
-                           sensitivity=kind.value, solver=how.value, macs=macs,
-                           activation_bits=activation_bits)
+    return _plan_from_pick(
+        table,
+        pick,
+        omega,
+        avg_bits_budget=budget / sizes.sum(),
+        sensitivity=kind.value,
+        solver=how.value,
+        macs=macs,
+        activation_bits=activation_bits,
+    )
 
 
-def uniform_plan(table: SensitivityTable, avg_bits: float, macs: Mapping[str, float] | None = None,
-                 activation_bits: int = 8) -> BitPlan:
+def uniform_plan(
+    table: SensitivityTable,
+    avg_bits: float,
+    macs: Mapping[str, float] | None = None,
+    activation_bits: int = 8,
+) -> BitPlan:
     """The widest uniform width of the table that fits ``avg_bits`` (the baseline at a budget).
 
     Raises
@@ -346,21 +371,42 @@ def uniform_plan(table: SensitivityTable, avg_bits: float, macs: Mapping[str, fl
         raise PlanError(f"no uniform width of {table.bits} fits {avg_bits} average bits")
     k = table.bits.index(max(fits))
     pick = np.full(len(table.layers), k)
-    omega = table.omega(Sensitivity.HESSIAN) if table.has_hessian else table.omega(Sensitivity.ALPHA)
-    return _plan_from_pick(table, pick, omega, avg_bits_budget=float(avg_bits), sensitivity="uniform",
-                           solver="uniform", macs=macs, activation_bits=activation_bits)
+    omega = (
+        table.omega(Sensitivity.HESSIAN) if table.has_hessian else table.omega(Sensitivity.ALPHA)
+    )
+    return _plan_from_pick(
+        table,
+        pick,
+        omega,
+        avg_bits_budget=float(avg_bits),
+        sensitivity="uniform",
+        solver="uniform",
+        macs=macs,
+        activation_bits=activation_bits,
+    )
 
 
 def _plan_from_pick(
-    table: SensitivityTable, pick: np.ndarray, omega: np.ndarray, avg_bits_budget: float,
-    sensitivity: str, solver: str, macs: Mapping[str, float] | None, activation_bits: int,
+    table: SensitivityTable,
+    pick: np.ndarray,
+    omega: np.ndarray,
+    avg_bits_budget: float,
+    sensitivity: str,
+    solver: str,
+    macs: Mapping[str, float] | None,
+    activation_bits: int,
 ) -> BitPlan:
     widths = np.array(table.bits)[pick]
     sizes = table.sizes
     size = int((sizes * widths).sum())
     bops = None
     if macs is not None and all(n in macs for n in table.names):
-        bops = float(sum(float(macs[n]) * int(b) * activation_bits for n, b in zip(table.names, widths, strict=True)))
+        bops = float(
+            sum(
+                float(macs[n]) * int(b) * activation_bits
+                for n, b in zip(table.names, widths, strict=True)
+            )
+        )
     return BitPlan(
         bits={n: int(b) for n, b in zip(table.names, widths, strict=True)},
         predicted_damage=float(omega[np.arange(len(pick)), pick].sum()),
@@ -394,6 +440,7 @@ def count_macs(model: Any, example_input: Any) -> dict[str, float]:
     out: dict[str, float] = {}
     handles = []
     for name, module in layers.items():
+
         def hook(mod: Any, inputs: Any, output: Any, name: str = name) -> None:
             per_sample = output.numel() / output.shape[0]
             out[name] = float(per_sample * mod.weight[0].numel())

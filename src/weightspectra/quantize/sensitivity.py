@@ -31,7 +31,12 @@ from weightspectra.curvature.solvers import trace
 from weightspectra.errors import InputError, MissingDependencyError, NumericalWarning, OptionError
 from weightspectra.fitting.powerlaw import SMALL_SAMPLE, FitError, fit_power_law
 from weightspectra.options import parse_enum
-from weightspectra.quantize.fake import check_bits, quantizable_layers, quantization_error
+from weightspectra.quantize.fake import (
+    check_bits,
+    layer_weight,
+    quantizable_layers,
+    quantization_error,
+)
 
 #: Default candidate widths.
 DEFAULT_BITS: tuple[int, ...] = (2, 3, 4, 8)
@@ -145,7 +150,11 @@ class SensitivityTable:
                 "this table has no Hessian traces (it was built without data); pass loss_fn and "
                 "batches to sensitivity_table, or use sensitivity='alpha'"
             )
-        f = LayerSensitivity.omega_hessian if k is Sensitivity.HESSIAN else LayerSensitivity.omega_alpha
+        f = (
+            LayerSensitivity.omega_hessian
+            if k is Sensitivity.HESSIAN
+            else LayerSensitivity.omega_alpha
+        )
         return np.array([[f(layer, b) for b in self.bits] for layer in self.layers])
 
     def rows(self) -> list[dict[str, Any]]:
@@ -175,7 +184,10 @@ class SensitivityTable:
         cols = list(rows[0])
         cells = [cols] + [[_fmt(r[c]) for c in cols] for r in rows]
         widths = [max(len(row[i]) for row in cells) for i in range(len(cols))]
-        lines = ["| " + " | ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) + " |" for row in cells]
+        lines = [
+            "| " + " | ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) + " |"
+            for row in cells
+        ]
         lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
         return "\n".join(lines)
 
@@ -314,16 +326,23 @@ def sensitivity_table(
     names = list(all_layers) if layers is None else list(layers)
     unknown = [n for n in names if n not in all_layers]
     if unknown:
-        raise InputError(f"layers {unknown} are not Linear/Conv layers; choose from {list(all_layers)}")
+        raise InputError(
+            f"layers {unknown} are not Linear/Conv layers; choose from {list(all_layers)}"
+        )
 
     traces: dict[str, tuple[float, float]] = {}
     probes = hvps = 0
     if loss_fn is not None and batches is not None:
         H = HessianOperator(
-            model, loss_fn, batches, params=[f"{n}.weight" for n in names], mode=mode,
-            dtype=dtype, engine=engine,
+            model,
+            loss_fn,
+            batches,
+            params=[f"{n}.weight" for n in names],
+            mode=mode,
+            dtype=dtype,
+            engine=engine,
         )
-        options = {"rtol": 0.02, "layer_rtol": 0.1, "max_probes": 200}
+        options: dict[str, Any] = {"rtol": 0.02, "layer_rtol": 0.1, "max_probes": 200}
         options.update(trace_options or {})
         est = trace(H, seed=seed, **options)
         traces = est.layers
@@ -339,7 +358,7 @@ def sensitivity_table(
 
     records = []
     for n in names:
-        w = all_layers[n].weight
+        w = layer_weight(all_layers[n])
         alpha, n_evals, note = weight_alpha(w)
         tr = traces.get(n)
         records.append(
@@ -359,8 +378,12 @@ def sensitivity_table(
     importance = alpha_importance(np.array([r.alpha for r in records]), float(spread))
     records = [_with_importance(r, float(v)) for r, v in zip(records, importance, strict=True)]
     return SensitivityTable(
-        layers=tuple(records), bits=widths, spread=float(spread), trace_probes=probes,
-        hvp_count=hvps, seed=seed,
+        layers=tuple(records),
+        bits=widths,
+        spread=float(spread),
+        trace_probes=probes,
+        hvp_count=hvps,
+        seed=seed,
     )
 
 

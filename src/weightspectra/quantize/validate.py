@@ -83,7 +83,9 @@ def evaluate(
                     correct += int((out.argmax(dim=1) == y).sum())
                 else:
                     classify = False
-    return Evaluation(loss=loss, accuracy=correct / n_total if classify else None, n_samples=n_total)
+    return Evaluation(
+        loss=loss, accuracy=correct / n_total if classify else None, n_samples=n_total
+    )
 
 
 @dataclass(frozen=True)
@@ -103,7 +105,10 @@ class PlanComparison:
         cols = list(self.rows[0])
         cells = [cols] + [[_fmt(r[c]) for c in cols] for r in self.rows]
         widths = [max(len(row[i]) for row in cells) for i in range(len(cols))]
-        lines = ["| " + " | ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) + " |" for row in cells]
+        lines = [
+            "| " + " | ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) + " |"
+            for row in cells
+        ]
         lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
         return "\n".join(lines)
 
@@ -151,7 +156,9 @@ def compare_plans(
         rows.append(
             {
                 "plan": name,
-                "avg_bits": plan.avg_bits if isinstance(plan, BitPlan) else (float(plan) if plan else 32.0),
+                "avg_bits": plan.avg_bits
+                if isinstance(plan, BitPlan)
+                else (float(plan) if plan else 32.0),
                 "loss": ev.loss,
                 "accuracy": ev.accuracy,
                 "predicted_damage": plan.predicted_damage if isinstance(plan, BitPlan) else None,
@@ -221,7 +228,11 @@ def damage_correlation(
     """
     kind = parse_enum(Sensitivity, sensitivity, "sensitivity")
     pred = table.omega(kind)
-    meas = measured_damage(model, loss_fn, batches, table) if measured is None else np.asarray(measured)
+    meas = (
+        measured_damage(model, loss_fn, batches, table)
+        if measured is None
+        else np.asarray(measured)
+    )
     if meas.shape != pred.shape:
         raise InputError(f"measured has shape {meas.shape}, expected {pred.shape} (layers, widths)")
     p, m = pred.reshape(-1), meas.reshape(-1)

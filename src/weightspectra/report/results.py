@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from weightspectra.errors import InputError, MissingDependencyError
+from weightspectra.metrics.model_diagnostics import model_diagnostics
 from weightspectra.metrics.summary import model_summary
 
 if TYPE_CHECKING:
@@ -213,6 +214,13 @@ class Report:
         """Model-level means and counts (see :func:`.metrics.summary.model_summary`)."""
         return model_summary(r.row() for r in self.layers)
 
+    @cached_property
+    def diagnostics(self) -> dict[str, Any]:
+        """Model-level diagnostics: correlation flow (α against depth per layer type), scale
+        collapse, and counts of layers per phase and per warning (see
+        :func:`~weightspectra.metrics.model_diagnostics.model_diagnostics`)."""
+        return model_diagnostics(self.rows())
+
     def __getitem__(self, name: str) -> LayerResult:
         for r in self.layers:
             if r.name == name:
@@ -261,7 +269,7 @@ class Report:
         or ``"depth"`` (``metric=`` any column); see :mod:`weightspectra.report.plots`."""
         from weightspectra.report import plots
 
-        draw = {
+        draw: dict[str, Any] = {
             "correlation_flow": plots.plot_correlation_flow,
             "alpha_hist": plots.plot_alpha_histogram,
             "depth": plots.plot_metric_depth,

@@ -236,11 +236,21 @@ def plot_esd_linear(layer: LayerResult, ax: Axes | None = None, bins: int = 80) 
         ax.plot(grid, bulk_share * mp_density(grid, edge, max(layer.Q, 1.0)), color="tab:red",
                 lw=1.5, label="MP fit")
         ax.axvline(edge, color="tab:red", ls="--", lw=1, label="bulk edge λ₊")
+        margin, bulk = _metric(layer, "tw_margin"), _metric(layer, "bulk_max")
+        if margin and bulk:  # the margin is in bulk_max's units: rescale to the edge's
+            ax.axvline(edge + margin * edge / bulk, color="tab:red", ls=":", lw=1,
+                       label="edge + TW margin")
         if spikes:
             top = evals[-spikes:]
             ax.plot(top, np.zeros_like(top), "v", color="tab:purple", ms=6, clip_on=False,
                     label=f"{spikes} spikes")
         what = f"linear ESD, MP fit, {spikes} spikes"
+    rand_max = _metric(layer, "max_rand_eval")
+    if rand_max is not None:
+        ax.axvline(rand_max, color="tab:gray", ls="-.", lw=1, label="max randomised λ")
+        traps = _metric(layer, "num_traps")
+        if traps:
+            what += f", {int(traps)} traps"
     phase = layer.metrics.get("phase")
     if isinstance(phase, str) and phase:
         what += f" [{phase}]"
