@@ -219,6 +219,7 @@ def test_small_report_in_chromium(browser: Any, report: ws.Report, tmp_path: Pat
     assert len(images) == 3 + len(report.analysed)
 
 
+@pytest.mark.slow
 def test_minilm_report_in_chromium(browser: Any, minilm_path: Path, tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
     target = tmp_path / "r.html"
