@@ -36,6 +36,7 @@ TABLE_COLUMNS = (
     "stable_rank",
     "D",
     "num_pl_spikes",
+    "phase",
     "warning",
 )
 _SHORT = {"layer_type": "type", "num_evals": "evals", "num_pl_spikes": "spikes"}
@@ -137,7 +138,28 @@ def _summary_lines(report: Report) -> list[str]:
     for key, value in s.items():
         if not key.startswith("num_"):
             lines.append(f"  {key:18s} {fmt_value(value)}")
-    return lines
+    return lines + _diagnostic_lines(report)
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{n} {what}" for what, n in counts.items())
+
+
+def _diagnostic_lines(report: Report) -> list[str]:
+    """Phases, warnings and scale collapse at a glance (empty when nothing was analysed)."""
+    d = report.diagnostics
+    lines = []
+    if d.get("phase_counts"):
+        lines.append(f"Phases: {_counts(d['phase_counts'])}.")
+    if d.get("warning_counts"):
+        lines.append(f"Warnings: {_counts(d['warning_counts'])}.")
+    for item in d.get("scale_collapse", []):
+        lines.append(
+            f"Scale collapse: {item['name']} has log spectral norm "
+            f"{fmt_value(item['log_spectral_norm'])} against {fmt_value(item['group_median'])} "
+            f"for {item['layer_type']} layers of its shape"
+        )
+    return [""] + lines if lines else []
 
 
 def to_table(report: Report, include: str = "analysed") -> str:
