@@ -40,7 +40,7 @@ TABLE_COLUMNS = (
     "warning",
 )
 _SHORT = {"layer_type": "type", "num_evals": "evals", "num_pl_spikes": "spikes"}
-_LEFT = {"name", "layer_type", "warning", "status", "reason"}
+_LEFT = {"name", "layer_type", "phase", "warning", "status", "reason"}
 
 
 def fmt_value(value: Value) -> str:
