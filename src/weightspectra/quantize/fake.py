@@ -88,7 +88,7 @@ def fake_quantize(w: torch.Tensor, bits: int, axis: int = 0) -> torch.Tensor:
     Examples
     --------
     >>> fake_quantize(torch.tensor([[1.0, 0.4, -0.2]]), bits=2)
-    tensor([[1., 0., -0.]])
+    tensor([[1., 0., 0.]])
     """
     codes, scale = quantize_codes(w, bits, axis)
     return codes.to(w.dtype) * scale
