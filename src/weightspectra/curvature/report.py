@@ -17,6 +17,7 @@ from torch import nn
 from weightspectra.curvature.operator import Engine, HessianOperator, LossFn, Mode
 from weightspectra.curvature.solvers import DensityResult, density, top_eigenvalues, trace
 from weightspectra.errors import InputError, MissingDependencyError
+from weightspectra.report.tables import pipe_table, records_frame
 
 
 @dataclass(frozen=True)
@@ -123,18 +124,9 @@ class CurvatureReport:
 
     def table(self) -> str:
         """Plain-text (Markdown pipe) table, one row per record, with a footnote on the data."""
-        rows: list[tuple[str, ...]] = [_COLUMNS]
-        for r in self.records:
-            row = r.as_row()
-            rows.append(tuple(_fmt(row[c]) for c in _COLUMNS))
-        widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
-        lines = [
-            "| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |"
-            for row in rows
-        ]
-        lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+        table = pipe_table([r.as_row() for r in self.records], _COLUMNS)
         notes = sorted({f"{r.data}: {r.description}" for r in self.records})
-        return "\n".join(lines) + "\n\ndata: " + "; ".join(notes)
+        return table + "\n\ndata: " + "; ".join(notes)
 
     def __str__(self) -> str:
         return self.table()
@@ -147,11 +139,7 @@ class CurvatureReport:
         MissingDependencyError
             If pandas is not installed.
         """
-        try:
-            import pandas as pd
-        except ImportError as exc:
-            raise MissingDependencyError("pandas", "pandas", "CurvatureReport.to_pandas") from exc
-        return pd.DataFrame([r.as_row() for r in self.records])
+        return records_frame([r.as_row() for r in self.records], "CurvatureReport.to_pandas")
 
     def plot(self, ax: Any = None) -> Any:
         """Plot the SLQ densities (log scale) if measured, else a bar chart of λ_max.
@@ -190,14 +178,6 @@ class CurvatureReport:
             ax.set_xticks(range(len(labels)), labels)
             ax.set_ylabel("top Hessian eigenvalue")
         return ax
-
-
-def _fmt(v: Any) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return str(v)
 
 
 def curvature_report(

@@ -28,7 +28,7 @@ from torch import nn
 from weightspectra.core.eigen import layer_eigenvalues
 from weightspectra.curvature.operator import Engine, HessianOperator, LossFn, Mode
 from weightspectra.curvature.solvers import trace
-from weightspectra.errors import InputError, MissingDependencyError, NumericalWarning, OptionError
+from weightspectra.errors import InputError, NumericalWarning, OptionError
 from weightspectra.fitting.powerlaw import SMALL_SAMPLE, FitError, fit_power_law
 from weightspectra.options import parse_enum
 from weightspectra.quantize.fake import (
@@ -37,6 +37,7 @@ from weightspectra.quantize.fake import (
     quantizable_layers,
     quantization_error,
 )
+from weightspectra.report.tables import pipe_table, records_frame
 
 #: Default candidate widths.
 DEFAULT_BITS: tuple[int, ...] = (2, 3, 4, 8)
@@ -180,16 +181,7 @@ class SensitivityTable:
 
     def table(self) -> str:
         """Markdown pipe table of :meth:`rows`."""
-        rows = self.rows()
-        cols = list(rows[0])
-        cells = [cols] + [[_fmt(r[c]) for c in cols] for r in rows]
-        widths = [max(len(row[i]) for row in cells) for i in range(len(cols))]
-        lines = [
-            "| " + " | ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) + " |"
-            for row in cells
-        ]
-        lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
-        return "\n".join(lines)
+        return pipe_table(self.rows(), digits=3)
 
     def to_pandas(self) -> Any:
         """:meth:`rows` as a :class:`pandas.DataFrame`.
@@ -199,19 +191,7 @@ class SensitivityTable:
         MissingDependencyError
             If pandas is not installed.
         """
-        try:
-            import pandas as pd
-        except ImportError as exc:
-            raise MissingDependencyError("pandas", "pandas", "SensitivityTable.to_pandas") from exc
-        return pd.DataFrame(self.rows())
-
-
-def _fmt(v: Any) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.3g}"
-    return str(v)
+        return records_frame(self.rows(), "SensitivityTable.to_pandas")
 
 
 def weight_alpha(w: torch.Tensor) -> tuple[float, int, str]:

@@ -18,11 +18,12 @@ from scipy.stats import kendalltau, spearmanr
 from torch import nn
 
 from weightspectra.curvature.operator import LossFn, Mode, _scalar_loss, check_batches, module_mode
-from weightspectra.errors import InputError, MissingDependencyError
+from weightspectra.errors import InputError
 from weightspectra.options import parse_enum
 from weightspectra.quantize.fake import fake_quantized
 from weightspectra.quantize.plan import BitPlan
 from weightspectra.quantize.sensitivity import Sensitivity, SensitivityTable
+from weightspectra.report.tables import pipe_table, records_frame
 
 
 @dataclass(frozen=True)
@@ -102,15 +103,7 @@ class PlanComparison:
 
     def table(self) -> str:
         """Markdown pipe table."""
-        cols = list(self.rows[0])
-        cells = [cols] + [[_fmt(r[c]) for c in cols] for r in self.rows]
-        widths = [max(len(row[i]) for row in cells) for i in range(len(cols))]
-        lines = [
-            "| " + " | ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) + " |"
-            for row in cells
-        ]
-        lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
-        return "\n".join(lines)
+        return pipe_table(self.rows)
 
     def to_pandas(self) -> Any:
         """The rows as a :class:`pandas.DataFrame`.
@@ -120,19 +113,7 @@ class PlanComparison:
         MissingDependencyError
             If pandas is not installed.
         """
-        try:
-            import pandas as pd
-        except ImportError as exc:
-            raise MissingDependencyError("pandas", "pandas", "PlanComparison.to_pandas") from exc
-        return pd.DataFrame(list(self.rows))
-
-
-def _fmt(v: Any) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return str(v)
+        return records_frame(self.rows, "PlanComparison.to_pandas")
 
 
 def compare_plans(
