@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -230,8 +231,8 @@ def analyze_tensor(
         except LayerError as exc:
             rows.append(_base_row(tp, group, Status.FAILED, str(exc)))
             continue
-        stack = group.take(tensor)
-        metrics = spectrum_metrics(evals, group.N, group.M, options, matrix=lambda: stack)
+        matrix = partial(group.take, tensor)  # called only for randomize, within this step
+        metrics = spectrum_metrics(evals, group.N, group.M, options, matrix=matrix)
         rows.append(_with(base, metrics=metrics, evals=evals))
     del tensor
     tp.entry.release()

@@ -248,4 +248,5 @@ def _clip_roundoff(
         NumericalWarning,
         stacklevel=3,
     )
-    return np.maximum(evals, 0.0)
+    clipped: np.ndarray = np.maximum(evals, 0.0)
+    return clipped

@@ -159,7 +159,7 @@ def _diagnostic_lines(report: Report) -> list[str]:
             f"{fmt_value(item['log_spectral_norm'])} against {fmt_value(item['group_median'])} "
             f"for {item['layer_type']} layers of its shape"
         )
-    return [""] + lines if lines else []
+    return ["", *lines] if lines else []
 
 
 def to_table(report: Report, include: str = "analysed") -> str:
