@@ -24,10 +24,8 @@ def pipe_table(
 
     Examples
     --------
-    >>> print(pipe_table([{"a": 1, "b": 0.123456}]))
-    | a | b      |
-    |---|--------|
-    | 1 | 0.1235 |
+    >>> pipe_table([{"a": 1, "b": 0.123456}]).splitlines()
+    ['| a | b      |', '|---|--------|', '| 1 | 0.1235 |']
     """
     if not rows:
         return "(no rows)"

@@ -198,7 +198,7 @@ def load_file(path: Path) -> Mapping[str, Any]:
         raise UnsafeFileError(
             f"{path}: refused, the file needs full unpickling, which can run arbitrary code "
             f"({detail.strip()}). weightspectra reads tensors only. In an environment you trust, "
-            "convert it once: m = torch.load(path, weights_only=False); "
+            "convert it once: load it with torch's full unpickler, then "
             "torch.save(m.state_dict() if hasattr(m, 'state_dict') else m, 'weights.pt') "
             "or save it as .safetensors"
         ) from exc
