@@ -7,6 +7,7 @@ imported for the environment variables to take effect, in this process and in ev
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -134,3 +135,15 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     body = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |"
             for r in cells]
     return "\n".join([line, sep, *body])
+
+
+def same_row(a: Any, b: Any) -> bool:
+    """Two report rows hold exactly the same values (NaN equal to NaN)."""
+    ra, rb = a.row(), b.row()
+    if ra.keys() != rb.keys():
+        return False
+    return all(
+        x == y or (isinstance(x, float) and isinstance(y, float) and math.isnan(x)
+                   and math.isnan(y))
+        for x, y in ((ra[k], rb[k]) for k in ra)
+    )

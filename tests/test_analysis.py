@@ -247,3 +247,18 @@ def test_diagnostics_are_wired_and_configurable(rng: np.random.Generator) -> Non
     assert options.to_dict()["diagnostics"]["randomize"] is True
     with pytest.raises(OptionError, match="seed"):
         ws.analyze(arrays, seed=-1.5)
+
+
+def test_rows_and_reports_pickle_round_trip(rng: np.random.Generator) -> None:
+    import pickle
+
+    model = {"fc.weight": rng.standard_normal((120, 40)), "fc.bias": rng.standard_normal(120)}
+    report = ws.analyze(model)
+    back = pickle.loads(pickle.dumps(report))
+    assert [r.name for r in back.layers] == [r.name for r in report.layers]
+    for a, b in zip(report.layers, back.layers, strict=True):
+        np.testing.assert_equal(a.row(), b.row())
+        assert type(b.metrics) is type(a.metrics)  # still a read-only mapping
+        if a.evals is not None:
+            np.testing.assert_array_equal(a.evals, b.evals)
+            assert not b.evals.flags.writeable

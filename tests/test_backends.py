@@ -48,7 +48,7 @@ def test_torch_cpu_float32_within_float32_tolerance(rng: np.random.Generator) ->
 def test_torch_blocked_path_equals_numpy(
     rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch, shape: tuple[int, int]
 ) -> None:
-    monkeypatch.setattr(torch_backend, "GRAM_BLOCK_BYTES", 64 * 1024)  # forces ~10 row blocks
+    monkeypatch.setattr(torch_backend, "TRANSFER_BLOCK_BYTES", 64 * 1024)  # forces ~10 row blocks
     stack = rng.standard_normal((1, *shape)).astype(np.float32)
     ours = torch_backend.gram_spectra(stack, Precision.FLOAT64, "w", device="cpu")
     assert _rel(ours, numpy_spectra(stack, Precision.FLOAT64, "w")) < 1e-12

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import threading
 import time
 
@@ -9,9 +11,20 @@ import numpy as np
 import pytest
 
 import weightspectra as ws
-from weightspectra.analysis import Progress
+from weightspectra.analysis import Progress, _cost, _use_processes, plan
+from weightspectra.backends import Backend
 from weightspectra.errors import OptionError
-from weightspectra.runtime.parallel import blas_budget, blas_threads_per_worker, ordered_map
+from weightspectra.runtime import parallel
+from weightspectra.runtime.parallel import (
+    blas_budget,
+    blas_threads_per_worker,
+    fork_available,
+    ordered_map,
+    ordered_process_map,
+)
+from weightspectra.sources import open_model
+
+needs_fork = pytest.mark.skipif(not fork_available(), reason="worker processes need fork")
 
 
 def _model(rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -28,40 +41,90 @@ def _model(rng: np.random.Generator) -> dict[str, np.ndarray]:
 def _same(a: ws.Report, b: ws.Report) -> None:
     assert [r.name for r in a.layers] == [r.name for r in b.layers]
     for x, y in zip(a.layers, b.layers, strict=True):
-        assert x == y  # identity, status, reason and metrics, exactly
+        # identity, status, reason and metrics, exactly (NaN equal to NaN: rows from worker
+        # processes hold their own NaN objects)
+        np.testing.assert_equal(x.row(), y.row())
+        assert x.shape == y.shape and x.key == y.key
         if x.evals is None:
             assert y.evals is None
         else:
             np.testing.assert_array_equal(x.evals, y.evals)
 
 
+KINDS = ["threads", pytest.param("processes", marks=needs_fork), "auto"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("workers", [2, 3])
 def test_workers_give_identical_results_in_model_order(
-    rng: np.random.Generator, workers: int
+    rng: np.random.Generator, workers: int, kind: str
 ) -> None:
     model = _model(rng)
     serial = ws.analyze(model)
-    parallel = ws.analyze(model, workers=workers)
-    _same(serial, parallel)
-    assert len(parallel.failed) == 1
-    assert parallel.options["workers"] == workers
+    par = ws.analyze(model, workers=workers, parallel=kind)
+    _same(serial, par)
+    assert len(par.failed) == 1
+    assert par.options["workers"] == workers
+    assert par.options["parallel"] == kind
 
 
-def test_workers_on_torch_modules_match_serial() -> None:
+@pytest.mark.parametrize("kind", KINDS)
+def test_workers_on_torch_modules_match_serial(kind: str) -> None:
     pytest.importorskip("torch")
     import models
 
     for name in ("SmallCNN", "MLP"):
         model = models.build(name, seed=3)
-        _same(ws.analyze(model), ws.analyze(model, workers=2))
+        _same(ws.analyze(model), ws.analyze(model, workers=2, parallel=kind))
 
 
-def test_progress_is_called_in_order_with_workers(rng: np.random.Generator) -> None:
+@needs_fork
+def test_worker_processes_read_a_safetensors_file(rng: np.random.Generator, tmp_path) -> None:
+    st = pytest.importorskip("safetensors.numpy")
+    model = {k: v for k, v in _model(rng).items() if np.isfinite(v).all()}
+    path = tmp_path / "m.safetensors"
+    st.save_file(model, str(path))
+    _same(ws.analyze(path), ws.analyze(path, workers=2, parallel="processes"))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_progress_is_called_in_order_with_workers(rng: np.random.Generator, kind: str) -> None:
     model = _model(rng)
     seen: list[Progress] = []
-    ws.analyze(model, workers=2, progress=seen.append)
+    ws.analyze(model, workers=2, parallel=kind, progress=seen.append)
     assert [p.done for p in seen] == list(range(1, len(model) + 1))
     assert [p.name for p in seen] == [k.removesuffix(".weight") for k in model]
+
+
+def test_bad_parallel_option_lists_the_choices() -> None:
+    with pytest.raises(OptionError, match=r"auto.*processes.*threads"):
+        ws.Options(parallel="forks")  # type: ignore[arg-type]
+
+
+def test_auto_uses_processes_only_on_the_cpu_with_fork(monkeypatch: pytest.MonkeyPatch) -> None:
+    auto = ws.Options(workers=2)
+    cpu, gpu = Backend("numpy"), Backend("torch-cuda")
+    assert _use_processes(auto, gpu) is False  # a GPU is shared by threads, never forked
+    assert _use_processes(ws.Options(workers=2, parallel="threads"), cpu) is False
+    with pytest.raises(OptionError, match=r"GPU.*parallel='threads'"):
+        _use_processes(ws.Options(workers=2, parallel="processes"), gpu)
+    monkeypatch.setattr("weightspectra.analysis.fork_available", lambda: False)
+    assert _use_processes(auto, cpu) is False
+    with pytest.raises(OptionError, match="fork is missing"):
+        _use_processes(ws.Options(workers=2, parallel="processes"), cpu)
+
+
+def test_largest_tensors_are_costed_first(rng: np.random.Generator) -> None:
+    model = {
+        "small.weight": rng.standard_normal((64, 32)),
+        "embed.weight": rng.standard_normal((3000, 64)),
+        "mid.weight": rng.standard_normal((256, 128)),
+        "mid.bias": rng.standard_normal(256),
+    }
+    options = ws.Options()
+    costs = {tp.entry.key: _cost(tp, options) for tp in plan(open_model(model), options)}
+    assert costs["mid.bias"] == 0.0  # skipped: stays in the parent
+    assert costs["embed.weight"] > costs["mid.weight"] > costs["small.weight"] > 0
 
 
 @pytest.mark.parametrize("bad", [0, -2, 1.5, True, "2"])
@@ -162,3 +225,66 @@ def test_ordered_map_propagates_errors_and_stops() -> None:
     with pytest.raises(ValueError, match="boom at 3"):
         list(ordered_map(task, range(100), workers=2))
     assert len(calls) < 100  # the queue was cancelled, not drained
+
+
+def _pid_after(delay: float, i: int) -> tuple[int, int]:
+    time.sleep(delay)
+    return i, os.getpid()
+
+
+@needs_fork
+def test_ordered_process_map_runs_in_worker_processes_in_order() -> None:
+    durations = [0.05 if i % 3 == 0 else 0.0 for i in range(9)]
+    order = list(reversed(range(9)))  # started last-first, still yielded first-first
+    out = list(
+        ordered_process_map(lambda i: _pid_after(durations[i], i), 9, workers=2, order=order)
+    )
+    assert [i for i, _ in out] == list(range(9))
+    pids = {pid for _, pid in out}
+    assert os.getpid() not in pids and 1 <= len(pids) <= 2
+    assert multiprocessing.active_children() == []  # the pool is gone
+
+
+@needs_fork
+def test_ordered_process_map_is_concurrent() -> None:
+    start = time.perf_counter()
+    list(ordered_process_map(lambda i: _pid_after(0.3, i), 4, workers=2))
+    elapsed = time.perf_counter() - start
+    assert elapsed < 4 * 0.3 * 0.8, f"4 × 0.3 s on 2 processes took {elapsed:.2f} s"
+
+
+@needs_fork
+def test_ordered_process_map_propagates_errors_and_stops_children() -> None:
+    def task(i: int) -> int:
+        if i == 2:
+            raise ValueError("boom at 2")
+        time.sleep(0.01)
+        return i
+
+    with pytest.raises(ValueError, match="boom at 2"):
+        list(ordered_process_map(task, 50, workers=2))
+    assert multiprocessing.active_children() == []
+
+
+@needs_fork
+def test_ordered_process_map_early_stop_terminates_children() -> None:
+    out = ordered_process_map(lambda i: _pid_after(0.05, i), 40, workers=2)
+    assert next(out)[0] == 0
+    start = time.perf_counter()
+    out.close()
+    assert time.perf_counter() - start < 1.0  # not 40 × 0.05 s of draining
+    assert multiprocessing.active_children() == []
+
+
+def test_ordered_process_map_rejects_a_bad_order() -> None:
+    if not fork_available():
+        pytest.skip("worker processes need fork")
+    with pytest.raises(ValueError, match="permutation"):
+        list(ordered_process_map(lambda i: i, 3, workers=2, order=[0, 0, 1]))
+    assert list(ordered_process_map(lambda i: i, 0, workers=2)) == []
+
+
+def test_ordered_process_map_needs_fork(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(parallel, "fork_available", lambda: False)
+    with pytest.raises(RuntimeError, match="fork"):
+        list(ordered_process_map(lambda i: i, 3, workers=2))

@@ -21,7 +21,7 @@ from weightspectra.errors import (
     WeightSpectraError,
     WeightSpectraWarning,
 )
-from weightspectra.options import EigenMethod, LayerType, Options, Precision
+from weightspectra.options import EigenMethod, LayerType, Options, Parallel, Precision
 from weightspectra.report import LayerResult, Report, Status
 from weightspectra.sources import open_model
 
@@ -38,6 +38,7 @@ __all__ = [
     "NumericalWarning",
     "OptionError",
     "Options",
+    "Parallel",
     "Precision",
     "Progress",
     "Report",

@@ -21,10 +21,15 @@ from weightspectra.errors import LayerError, OptionError
 from weightspectra.fitting.powerlaw import FitError, PowerLawFit, fit_power_law
 from weightspectra.metrics.diagnostics import DiagnosticsConfig, layer_diagnostics
 from weightspectra.metrics.layer import fit_metrics, norm_metrics
-from weightspectra.options import EigenMethod, LayerType, Options, selects
+from weightspectra.options import EigenMethod, LayerType, Options, Parallel, selects
 from weightspectra.report.results import LayerResult, Report, Status
 from weightspectra.runtime.cache import ResultCache
-from weightspectra.runtime.parallel import blas_budget, ordered_map
+from weightspectra.runtime.parallel import (
+    blas_budget,
+    fork_available,
+    ordered_map,
+    ordered_process_map,
+)
 from weightspectra.sources import Source, TensorEntry, open_model
 
 
@@ -247,14 +252,42 @@ def _with(row: LayerResult, **changes: Any) -> LayerResult:
     return replace(row, **changes)
 
 
+def _cost(tp: TensorPlan, options: Options) -> float:
+    """Rough work of one tensor (flops of its Gram matrices and eigenvalues)."""
+    if tp.skip_reason:
+        return 0.0
+    return float(
+        sum(
+            g.count * (g.N * g.M * g.M + g.M**3)
+            for g in tp.groups
+            if not _group_skip_reason(g, options)
+        )
+    )
+
+
+def _use_processes(options: Options, backend: Backend) -> bool:
+    """Whether ``workers > 1`` run as forked processes (see :class:`Parallel`)."""
+    if options.parallel is Parallel.THREADS:
+        return False
+    usable = fork_available() and backend.name == "numpy"
+    if options.parallel is Parallel.PROCESSES and not usable:
+        why = "spectra are computed on a GPU" if backend.name != "numpy" else "fork is missing"
+        raise OptionError(
+            f"parallel='processes' cannot be used here ({why}); use parallel='threads' or "
+            "parallel='auto'"
+        )
+    return usable
+
+
 def iter_results(
     source: Source, options: Options, progress: ProgressCallback | None = None
 ) -> Iterator[LayerResult]:
     """Analyse ``source`` tensor by tensor, yielding rows as they are ready, in model order.
 
-    With ``options.workers > 1`` tensors are analysed on that many threads (BLAS threads
-    budgeted so that workers × threads ≤ cores); the next tensor to be read is announced to the
-    source ahead of time (the kernel reads it in while the current one is computed).
+    With ``options.workers > 1`` tensors are analysed on that many forked processes or threads
+    (``options.parallel``; BLAS threads budgeted so that workers × threads ≤ cores), largest
+    first in processes; with threads the next tensor to be read is announced to the source ahead
+    of time (the kernel reads it in while the current one is computed).
 
     Raises
     ------
@@ -275,6 +308,22 @@ def iter_results(
                 tp.entry.prefetch()
             yield tp
 
+    if options.workers > 1 and _use_processes(options, backend):
+        # Only tensors with work go to the worker processes, largest first (so that one big
+        # tensor is not left to run alone at the end); skipped ones are answered here.
+        work = [i for i, tp in enumerate(plans) if _cost(tp, options) > 0]
+        order = sorted(range(len(work)), key=lambda j: -_cost(plans[work[j]], options))
+        computed = ordered_process_map(
+            lambda j: run(plans[work[j]]), len(work), options.workers, order=order
+        )
+        try:
+            for i, tp in enumerate(plans):
+                yield from (next(computed) if _cost(tp, options) > 0 else run(tp))
+                if progress is not None:
+                    progress(Progress(i + 1, total, tp.entry.name))
+        finally:
+            computed.close()
+        return
     with blas_budget(options.workers):
         results = ordered_map(run, announced(), options.workers)
         try:

@@ -14,7 +14,7 @@ from typing import TextIO
 from weightspectra._version import __version__
 from weightspectra.analysis import Progress, analyze, describe
 from weightspectra.errors import WeightSpectraError
-from weightspectra.options import Device, EigenMethod, Options, Precision
+from weightspectra.options import Device, EigenMethod, Options, Parallel, Precision
 from weightspectra.report.render import Format, render
 
 EXIT_OK = 0
@@ -143,6 +143,13 @@ def build_parser() -> argparse.ArgumentParser:
         "workers × threads ≤ cores (default: 1)",
     )
     analyze_p.add_argument(
+        "--parallel",
+        default="auto",
+        choices=[p.value for p in Parallel],
+        help="how --workers run: forked processes (scale on small layers too; Linux), threads, "
+        "or auto (processes where possible; threads with a GPU)",
+    )
+    analyze_p.add_argument(
         "--cache",
         metavar="DIR",
         default=None,
@@ -267,6 +274,7 @@ def _options(args: argparse.Namespace) -> Options:
             "precision": args.precision,
             "device": args.device,
             "workers": args.workers,
+            "parallel": args.parallel,
             "cache": args.cache,
             "mp_fit": not args.no_mp_fit,
             "randomize": args.randomize,

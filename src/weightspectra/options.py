@@ -76,6 +76,14 @@ class Device(str, Enum):
     AUTO = "auto"
 
 
+class Parallel(str, Enum):
+    """How ``workers > 1`` run: forked processes, threads, or processes where fork exists."""
+
+    AUTO = "auto"
+    PROCESSES = "processes"
+    THREADS = "threads"
+
+
 @dataclass(frozen=True)
 class Options:
     """Validated, immutable options of one analysis.
@@ -112,8 +120,14 @@ class Options:
         analysis time if no CUDA device is usable); ``"auto"`` uses CUDA when torch sees one and
         numpy otherwise.
     workers : int, default 1
-        Tensors analysed in parallel (threads). BLAS threads are budgeted so that
-        ``workers × BLAS threads ≤ cores``; results are identical and in model order.
+        Tensors analysed in parallel. BLAS threads are budgeted so that
+        ``workers × BLAS threads ≤ cores``; results are identical and in model order. Memory
+        grows with it: up to ``workers`` tensors and their Gram matrices are held at once.
+    parallel : Parallel or str, default "auto"
+        How ``workers > 1`` run: ``"processes"`` (forked workers; they scale on small matrices
+        too; Linux only), ``"threads"`` (scale on large matrices only, where LAPACK calls are
+        long), or ``"auto"``: processes where fork is available and spectra are computed on the
+        CPU, threads otherwise (a GPU is shared by threads, never forked).
     cache : str or path-like, optional
         Folder where each layer's result is stored, keyed by the tensor's content and the options
         that affect it; a rerun with the same folder recomputes nothing already stored.
@@ -136,6 +150,7 @@ class Options:
     precision: Precision = Precision.FLOAT64
     device: Device = Device.CPU
     workers: int = 1
+    parallel: Parallel = Parallel.AUTO
     cache: str | None = None
     diagnostics: DiagnosticsConfig | None = None
 
@@ -156,6 +171,7 @@ class Options:
         set_(self, "eig_method", parse_enum(EigenMethod, self.eig_method, "eig_method"))
         set_(self, "precision", parse_enum(Precision, self.precision, "precision"))
         set_(self, "device", parse_enum(Device, self.device, "device"))
+        set_(self, "parallel", parse_enum(Parallel, self.parallel, "parallel"))
         if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:
             raise OptionError(
                 f"workers must be a positive integer (tensors analysed in parallel), got "

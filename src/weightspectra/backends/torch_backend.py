@@ -6,7 +6,7 @@ contract of :data:`weightspectra.core.eigen.SpectrumEngine`: a stack of equally 
 in, one ascending float64 eigenvalue array per matrix out, in the requested precision.
 
 Memory: small stacks (conv slices, attention heads) go to the device in one batch; a matrix whose
-working copy exceeds :data:`~weightspectra.core.eigen.GRAM_BLOCK_BYTES` is sent in row blocks and
+working copy exceeds :data:`TRANSFER_BLOCK_BYTES` is sent in row blocks and
 its Gram matrix accumulated on the device, so neither host nor device ever holds a float64 copy
 of a whole LLM embedding.
 """
@@ -18,9 +18,13 @@ import functools
 import numpy as np
 import torch
 
-from weightspectra.core.eigen import GRAM_BLOCK_BYTES, SpectrumEngine, check_gram_diagonal
+from weightspectra.core.eigen import SpectrumEngine, check_gram_diagonal
 from weightspectra.errors import LayerError
 from weightspectra.options import Precision
+
+#: A stack whose working copy exceeds this many bytes goes to the device in row blocks of about
+#: this size (larger than the CPU path's blocks: each block is one host-to-device transfer).
+TRANSFER_BLOCK_BYTES = 64 * 2**20
 
 
 def cuda_available() -> bool:
@@ -91,7 +95,7 @@ def gram_spectra(
     _, rows, cols = stack.shape
     tall = rows >= cols
     itemsize = 8 if dtype == torch.float64 else 4
-    if stack.size * itemsize <= GRAM_BLOCK_BYTES:
+    if stack.size * itemsize <= TRANSFER_BLOCK_BYTES:
         a = _to_device(stack, dev, dtype)
         if not tall:
             a = a.mT
@@ -108,7 +112,7 @@ def _blocked(
     rows, cols = matrix.shape
     M, N = (cols, rows) if tall else (rows, cols)
     itemsize = 8 if dtype == torch.float64 else 4
-    step = max(1, GRAM_BLOCK_BYTES // (M * itemsize))
+    step = max(1, TRANSFER_BLOCK_BYTES // (M * itemsize))
     gram = torch.zeros((M, M), dtype=dtype, device=dev)
     for lo in range(0, N, step):
         part = matrix[lo : lo + step] if tall else matrix[:, lo : lo + step].T

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import Enum
 from functools import cached_property
 from pathlib import Path
@@ -101,6 +101,15 @@ class LayerResult:
             evals.setflags(write=False)
             object.__setattr__(self, "evals", evals)
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # A mappingproxy does not pickle; rebuild from a plain dict (worker processes send
+        # rows back this way, and users pickle reports).
+        values = tuple(getattr(self, f.name) for f in fields(self))
+        names = [f.name for f in fields(self)]
+        state = dict(zip(names, values, strict=True))
+        state["metrics"] = dict(self.metrics)
+        return (_rebuild_row, (state,))
+
     @property
     def Q(self) -> float:
         return self.N / self.M if self.M else math.nan
@@ -162,6 +171,10 @@ class LayerResult:
             metrics=metrics,
             evals=None if data.get("evals") is None else np.asarray(data["evals"]),
         )
+
+
+def _rebuild_row(state: dict[str, Any]) -> LayerResult:
+    return LayerResult(**state)
 
 
 def _json_value(value: Value) -> Value:

@@ -31,7 +31,7 @@ from weightspectra.report.results import LayerResult, Status
 #: Version of the entry layout; bump it when the layout or a metric's meaning changes.
 CACHE_FORMAT = 1
 #: Options that never change a tensor's rows (where and how fast, not what is computed).
-NON_RESULT_OPTIONS = frozenset({"workers", "cache", "device", "layers", "exclude"})
+NON_RESULT_OPTIONS = frozenset({"workers", "parallel", "cache", "device", "layers", "exclude"})
 _SUFFIX = ".wsc.npz"
 
 

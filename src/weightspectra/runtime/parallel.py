@@ -1,20 +1,33 @@
-"""Ordered parallel map over tensors, with the BLAS threads budgeted across workers.
+"""Ordered parallel maps over tensors, with the BLAS threads budgeted across workers.
 
-Threads, not processes: every heavy step (BLAS ``syrk``, LAPACK ``syevd``, numpy ufuncs, the
-safetensors page-in) releases the GIL, threads share the memory-mapped files, and results need no
-pickling. The BLAS thread count is process-wide, so it is set once, for the whole run, with
+Two ways to run ``workers`` tensors at once:
+
+- **Threads** (:func:`ordered_map`) share everything and need no pickling; the heavy BLAS and
+  LAPACK calls on large matrices release the GIL and run side by side. On small matrices
+  (M ≲ 500, e.g. MiniLM's 384×384 layers) they do not: each LAPACK call is a few milliseconds
+  and two threads end up taking turns, so two threads are no faster than one.
+- **Forked processes** (:func:`ordered_process_map`) scale on small matrices too. Each child is a
+  ``fork`` of this process: it inherits the planned tensors (memory-mapped files and in-memory
+  tensors alike, copy-on-write), so only a tensor index goes to it and only the result rows come
+  back. ``fork`` exists on Linux; elsewhere threads are used.
+
+The BLAS thread count is process-wide, so it is set once, for the whole run, with
 ``threadpoolctl`` (the environment variables ``OMP_NUM_THREADS`` etc. only act before BLAS is
-loaded, which is too late inside a library).
+loaded, which is too late inside a library); in a forked child it is set in the child.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import signal
+import sys
+import warnings
 from collections import deque
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
 
 _T = TypeVar("_T")
 _R = TypeVar("_R")
@@ -39,6 +52,14 @@ def blas_threads_per_worker(workers: int, cores: int, current: int) -> int:
     return max(1, min(current, cores // max(1, workers)))
 
 
+def _blas_threads() -> int:
+    """The largest thread count of the BLAS libraries loaded in this process (1 if none)."""
+    from threadpoolctl import threadpool_info
+
+    blas = [p for p in threadpool_info() if p.get("user_api") == "blas"]
+    return max((int(p.get("num_threads", 1)) for p in blas), default=1)
+
+
 @contextmanager
 def blas_budget(workers: int, cores: int | None = None) -> Iterator[int | None]:
     """Limit BLAS threads for ``workers`` concurrent tasks while the context is open.
@@ -49,11 +70,9 @@ def blas_budget(workers: int, cores: int | None = None) -> Iterator[int | None]:
     if workers <= 1:
         yield None
         return
-    from threadpoolctl import threadpool_info, threadpool_limits
+    from threadpoolctl import threadpool_limits
 
-    blas = [p for p in threadpool_info() if p.get("user_api") == "blas"]
-    current = max((int(p.get("num_threads", 1)) for p in blas), default=1)
-    per_worker = blas_threads_per_worker(workers, cores or available_cores(), current)
+    per_worker = blas_threads_per_worker(workers, cores or available_cores(), _blas_threads())
     with threadpool_limits(limits=per_worker, user_api="blas"):
         yield per_worker
 
@@ -97,3 +116,81 @@ def ordered_map(
             future.cancel()
         pending.clear()
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def fork_available() -> bool:
+    """Whether worker processes can be forked here (Linux; macOS forks unsafely, Windows not)."""
+    return sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
+
+
+#: In a forked worker only: the task it runs (set by its initializer, never in the parent).
+_child_task: Callable[[int], Any] | None = None
+
+
+def _child_init(task: Callable[[int], Any], blas_threads: int) -> None:
+    global _child_task
+    _child_task = task
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
+    # The BLAS limit is inherited from the parent, which sets it before forking. Setting it
+    # again here would make OpenBLAS start a fresh thread pool that busy-waits for ~0.1 s.
+    torch = sys.modules.get("torch")
+    if torch is not None and blas_threads > 0:  # as torch's DataLoader workers do
+        torch.set_num_threads(blas_threads)
+
+
+def _child_run(index: int) -> Any:
+    assert _child_task is not None, "worker started without its task"
+    return _child_task(index)
+
+
+def ordered_process_map(
+    task: Callable[[int], _R],
+    count: int,
+    workers: int,
+    *,
+    order: Sequence[int] | None = None,
+    cores: int | None = None,
+) -> Generator[_R, None, None]:
+    """``task(i)`` for ``i`` in ``range(count)`` on ``workers`` forked processes, yielded in
+    index order.
+
+    ``task`` may be any callable, a closure included: the children are forks and inherit it,
+    so only indices and results cross processes (results must pickle). ``order`` is the order
+    in which indices are started (e.g. largest first, so one big tensor does not finish last
+    alone); results are still yielded ``0, 1, 2, …``. Each child runs one task at a time, so at
+    most ``workers`` tensors are in memory at once; finished results wait in the parent until
+    their turn. BLAS threads are budgeted per child as in :func:`blas_budget`. If the consumer
+    stops early or a task raises, the children are terminated before this returns.
+
+    Raises
+    ------
+    RuntimeError
+        If processes cannot be forked here (see :func:`fork_available`).
+    """
+    if not fork_available():
+        raise RuntimeError("worker processes need the fork start method (Linux)")
+    if count == 0:
+        return
+    starts = list(range(count)) if order is None else list(order)
+    if sorted(starts) != list(range(count)):
+        raise ValueError(f"order must be a permutation of range({count})")
+    workers = max(1, min(workers, count))
+    context = multiprocessing.get_context("fork")
+    with blas_budget(workers, cores) as blas:
+        with warnings.catch_warnings():
+            # Python ≥ 3.12 warns that forking a threaded process may deadlock the child; the
+            # child only reads tensors and calls numpy/LAPACK, which reset their locks at fork.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pool = context.Pool(workers, initializer=_child_init, initargs=(task, blas or 0))
+        finished = False
+        try:
+            pending = {i: pool.apply_async(_child_run, (i,)) for i in starts}
+            for i in range(count):
+                yield pending.pop(i).get()
+            finished = True
+        finally:
+            if finished:
+                pool.close()
+            else:
+                pool.terminate()
+            pool.join()
