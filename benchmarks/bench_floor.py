@@ -4,6 +4,8 @@
 
 Columns, each the best of a few runs:
   floor f64   bare numpy: W.astype(float64); G = WᵀW (syrk); eigvalsh(G)   (no checks, no fit)
+  floor mkl   the same, but eigvalsh by torch's MKL where ours uses it (Gram order ≥ 1536, torch
+              installed): the floor of the libraries ours actually calls
   ours f64    weightspectra.analyze(...) default options (checks, fit, every metric)
   floor f32   bare float32 Gram + eigvalsh
   ours f32    analyze(..., precision="float32")
@@ -34,6 +36,22 @@ def bare(mats: list[np.ndarray], dtype: type) -> None:
         np.linalg.eigvalsh(a.T @ a)
 
 
+def bare_mkl(mats: list[np.ndarray]) -> None:
+    import torch
+
+    from weightspectra.backends import MKL_MIN_ORDER
+
+    for m in mats:
+        a = np.asarray(m, dtype=np.float64)
+        if a.shape[0] < a.shape[1]:
+            a = a.T
+        g = a.T @ a
+        if g.shape[0] >= MKL_MIN_ORDER:
+            torch.linalg.eigvalsh(torch.from_numpy(g))
+        else:
+            np.linalg.eigvalsh(g)
+
+
 def svd(mats: list[np.ndarray]) -> None:
     for m in mats:
         np.linalg.svd(np.asarray(m, dtype=np.float64), compute_uv=False)
@@ -46,8 +64,16 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     print(_common.machine_line(THREADS))
-    headers = ["case", "floor f64 s", "ours f64 s", "ours/floor", "floor f32 s", "ours f32 s",
-               "ours f32/floor f64", "svd f64 s", "svd/ours"]
+    try:
+        import torch
+
+        torch.set_num_threads(THREADS)
+        has_torch = True
+    except ImportError:
+        has_torch = False
+    headers = ["case", "floor f64 s", "floor mkl s", "ours f64 s", "ours/floor",
+               "ours/floor mkl", "floor f32 s", "ours f32 s", "ours f32/floor f64", "svd f64 s",
+               "svd/ours"]
     rows = []
 
     path = _common.minilm_path()
@@ -65,6 +91,8 @@ def main() -> None:
         reps = 1 if big else 3
         ws.analyze(model)  # warm-up (page cache, code paths)
         t_floor, _ = _common.best_of(lambda m=mats: bare(m, np.float64), reps)
+        t_mkl = (_common.best_of(lambda m=mats: bare_mkl(m), reps)[0] if has_torch
+                 else float("nan"))
         t_ours, _ = _common.best_of(lambda m=model: ws.analyze(m), reps)
         t_floor32, _ = _common.best_of(lambda m=mats: bare(m, np.float32), reps)
         t_ours32, _ = _common.best_of(lambda m=model: ws.analyze(m, precision="float32"), reps)
@@ -72,8 +100,8 @@ def main() -> None:
             t_svd = float("nan")
         else:
             t_svd, _ = _common.best_of(lambda m=mats: svd(m), 1)
-        rows.append([name, t_floor, t_ours, t_ours / t_floor, t_floor32, t_ours32,
-                     t_ours32 / t_floor, t_svd, t_svd / t_ours])
+        rows.append([name, t_floor, t_mkl, t_ours, t_ours / t_floor, t_ours / t_mkl, t_floor32,
+                     t_ours32, t_ours32 / t_floor, t_svd, t_svd / t_ours])
         print(_common.table(headers, rows[-1:]), flush=True)
     print()
     print(_common.table(headers, rows))
@@ -98,11 +126,8 @@ def main() -> None:
         conv_rows.append([str(shape), t_loop, t_batch, t_batch / t_loop])
     print(_common.table(["stack", "loop s", "batched s", "batched/loop"], conv_rows))
 
-    try:
-        import torch
-    except ImportError:
+    if not has_torch:
         return
-    torch.set_num_threads(THREADS)
     print("\nEigensolver alone on a float64 Gram matrix: numpy (OpenBLAS LAPACK) vs torch "
           "(its bundled LAPACK) on the CPU, same thread count")
     solver_rows = []

@@ -5,9 +5,10 @@
 Columns: 1 worker × 1 BLAS thread (the one-thread time), 1 worker × 2 BLAS threads, and
 ``workers=2`` as forked processes and as threads (each budgets 1 BLAS thread per worker). The
 process starts with 2 BLAS threads allowed; the one-thread column limits them with
-threadpoolctl, so every column runs in the same process on the same data. The 7B block is the 7 matrices of one decoder block (q, k, v, o
-4096×4096; gate, up 11008×4096; down 4096×11008), random, held in memory; ``--quick`` uses one
-4096×4096 and one 11008×4096 matrix instead of the full block.
+threadpoolctl, so every column runs in the same process on the same data. The 7B block is the
+7 matrices of one decoder block (q, k, v, o 4096×4096; gate, up 11008×4096; down 4096×11008),
+random, held in memory; ``--quick`` uses one 4096×4096 and one 11008×4096 matrix instead of the
+full block.
 """
 
 from __future__ import annotations

@@ -9,15 +9,18 @@ import numpy as np
 import pytest
 
 import weightspectra as ws
+from weightspectra import backends
 from weightspectra.analysis import analyze_tensor, plan
-from weightspectra.backends import Backend, resolve_backend
-from weightspectra.core.eigen import layer_eigenvalues, numpy_spectra
+from weightspectra.backends import Backend, cpu_solver, resolve_backend
+from weightspectra.core.eigen import lapack_eigvalsh, layer_eigenvalues, numpy_spectra
 from weightspectra.errors import LayerError, OptionError
 from weightspectra.options import Device, Options, Precision
 from weightspectra.sources import open_model
 
 torch = pytest.importorskip("torch")
 torch_backend = pytest.importorskip("weightspectra.backends.torch_backend")
+MKL = backends.MKL_MIN_ORDER
+needs_mkl = pytest.mark.skipif(not torch_backend.mkl_available(), reason="torch without MKL")
 
 
 def _rel(a: list[np.ndarray], b: list[np.ndarray]) -> float:
@@ -82,7 +85,7 @@ def test_pipeline_through_torch_engine_matches_numpy(rng: np.random.Generator) -
 
 def test_auto_falls_back_to_numpy_without_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch_backend, "cuda_available", lambda: False)
-    assert resolve_backend(Device.AUTO).name == "numpy"
+    assert resolve_backend(Device.AUTO).name == "numpy+mkl"  # the CPU backend, torch installed
     report = ws.analyze({"w": np.random.default_rng(0).standard_normal((60, 30))}, device="auto")
     assert report.analysed[0].ok
 
@@ -123,12 +126,82 @@ def test_bad_device_raises(bad: object) -> None:
         Options(device=bad)  # type: ignore[arg-type]
 
 
-def test_cpu_run_never_imports_torch() -> None:
+def test_cpu_run_of_small_layers_never_imports_torch() -> None:
     code = (
         "import sys, numpy as np, weightspectra as ws\n"
-        "w = {'a.weight': np.random.default_rng(0).standard_normal((50, 20))}\n"
+        f"w = {{'a.weight': np.random.default_rng(0).standard_normal((3000, {MKL - 1}))}}\n"
         "ws.analyze(w); ws.analyze(w, workers=2)\n"
         "print('torch' in sys.modules)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def _spd(rng: np.random.Generator, n: int, dtype: type = np.float64) -> np.ndarray:
+    x = rng.standard_normal((n + 50, n))
+    return (x.T @ x).astype(dtype)
+
+
+@needs_mkl
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_cpu_solver_uses_mkl_for_large_grams_and_agrees_with_lapack(
+    rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch, dtype: type
+) -> None:
+    calls: list[int] = []
+    real = torch_backend.host_eigvalsh
+
+    def counting(gram: np.ndarray, threads: int) -> np.ndarray:
+        calls.append(gram.shape[0])
+        return real(gram, threads)
+
+    monkeypatch.setattr(torch_backend, "host_eigvalsh", counting)
+    small, large = _spd(rng, MKL - 1, dtype), _spd(rng, MKL, dtype)
+    np.testing.assert_array_equal(cpu_solver(small), lapack_eigvalsh(small))  # same routine
+    ours, ref = cpu_solver(large), lapack_eigvalsh(large)
+    assert calls == [MKL]
+    # two LAPACKs, one matrix: the eigenvalues agree to round-off of the largest one
+    tol = 1e-12 if dtype is np.float64 else 2e-5
+    assert np.abs(ours - ref).max() / ref[-1] < tol
+    assert np.all(np.diff(ours) >= 0)
+
+
+@needs_mkl
+def test_cpu_solver_reads_only_the_lower_triangle(rng: np.random.Generator) -> None:
+    gram = _spd(rng, MKL)
+    junk = gram.copy()
+    junk[np.triu_indices(MKL, 1)] = 1e6  # a Gram filled by syrk has only its lower triangle
+    expected = lapack_eigvalsh(gram)
+    np.testing.assert_allclose(cpu_solver(junk), expected, rtol=0, atol=1e-12 * expected[-1])
+
+
+def test_cpu_solver_stays_on_lapack_in_a_multithreaded_worker(
+    rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from weightspectra.runtime import parallel
+
+    def refuse(gram: np.ndarray, threads: int) -> np.ndarray:
+        raise AssertionError("MKL must not start OpenMP threads in a forked worker")
+
+    monkeypatch.setattr(torch_backend, "host_eigvalsh", refuse)
+    monkeypatch.setattr(parallel, "in_worker_process", lambda: True)
+    monkeypatch.setattr(parallel, "blas_threads_now", lambda: 2)
+    gram = _spd(rng, MKL)
+    np.testing.assert_array_equal(cpu_solver(gram), lapack_eigvalsh(gram))
+
+
+@needs_mkl
+def test_large_layer_same_numbers_and_torch_threads_restored(rng: np.random.Generator) -> None:
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    w = {"big.weight": rng.standard_t(3.0, size=(MKL + 200, MKL)).astype(np.float32)}
+    before = torch.get_num_threads()
+    with threadpoolctl.threadpool_limits(limits=1, user_api="blas"):
+        ours = ws.analyze(w)
+    assert torch.get_num_threads() == before  # the run set 1 thread for MKL, then restored it
+    assert ours.analysed[0].metrics["alpha"] is not None
+    ref = ws.analyze(w, device="cpu", eig_method="svd")
+    np.testing.assert_allclose(ours.analysed[0].evals, ref.analysed[0].evals, rtol=0,
+                               atol=1e-9 * ref.analysed[0].evals[-1])
+    for key in ("alpha", "D", "xmin", "log_norm", "log_spectral_norm", "alpha_weighted"):
+        assert ours.analysed[0].metrics[key] == pytest.approx(
+            ref.analysed[0].metrics[key], rel=1e-6
+        ), key

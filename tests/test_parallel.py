@@ -103,7 +103,7 @@ def test_bad_parallel_option_lists_the_choices() -> None:
 
 def test_auto_uses_processes_only_on_the_cpu_with_fork(monkeypatch: pytest.MonkeyPatch) -> None:
     auto = ws.Options(workers=2)
-    cpu, gpu = Backend("numpy"), Backend("torch-cuda")
+    cpu, gpu = Backend("numpy"), Backend("torch-cuda", on_host=False)
     assert _use_processes(auto, gpu) is False  # a GPU is shared by threads, never forked
     assert _use_processes(ws.Options(workers=2, parallel="threads"), cpu) is False
     with pytest.raises(OptionError, match=r"GPU.*parallel='threads'"):

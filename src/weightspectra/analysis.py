@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from weightspectra._version import __version__
-from weightspectra.backends import Backend, resolve_backend
+from weightspectra.backends import Backend, resolve_backend, torch_threads_kept
 from weightspectra.core.eigen import layer_eigenvalues
 from weightspectra.core.layers import GroupPlan, infer_layer_type, plan_groups
 from weightspectra.errors import LayerError, OptionError
@@ -269,9 +269,9 @@ def _use_processes(options: Options, backend: Backend) -> bool:
     """Whether ``workers > 1`` run as forked processes (see :class:`Parallel`)."""
     if options.parallel is Parallel.THREADS:
         return False
-    usable = fork_available() and backend.name == "numpy"
+    usable = fork_available() and backend.on_host
     if options.parallel is Parallel.PROCESSES and not usable:
-        why = "spectra are computed on a GPU" if backend.name != "numpy" else "fork is missing"
+        why = "spectra are computed on a GPU" if not backend.on_host else "fork is missing"
         raise OptionError(
             f"parallel='processes' cannot be used here ({why}); use parallel='threads' or "
             "parallel='auto'"
@@ -294,6 +294,13 @@ def iter_results(
     OptionError
         If ``options.device`` cannot be used, or ``options.cache`` is not a usable folder.
     """
+    with torch_threads_kept():
+        yield from _iter_results(source, options, progress)
+
+
+def _iter_results(
+    source: Source, options: Options, progress: ProgressCallback | None
+) -> Iterator[LayerResult]:
     plans = plan(source, options)
     total = len(plans)
     backend = resolve_backend(options.device)

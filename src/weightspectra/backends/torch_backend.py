@@ -22,6 +22,10 @@ from weightspectra.core.eigen import SpectrumEngine, check_gram_diagonal
 from weightspectra.errors import LayerError
 from weightspectra.options import Precision
 
+#: torch's intra-op thread count when this module was first imported (restored after a run that
+#: changed it, see :func:`weightspectra.backends.torch_threads_kept`).
+IMPORT_THREADS = torch.get_num_threads()
+
 #: A stack whose working copy exceeds this many bytes goes to the device in row blocks of about
 #: this size (larger than the CPU path's blocks: each block is one host-to-device transfer).
 TRANSFER_BLOCK_BYTES = 64 * 2**20
@@ -30,6 +34,33 @@ TRANSFER_BLOCK_BYTES = 64 * 2**20
 def cuda_available() -> bool:
     """True if torch sees at least one usable CUDA device."""
     return bool(torch.cuda.is_available()) and torch.cuda.device_count() > 0
+
+
+def mkl_available() -> bool:
+    """True if torch's CPU linear algebra is Intel MKL (x86-64 wheels; not aarch64 ones)."""
+    return bool(torch.backends.mkl.is_available())  # type: ignore[no-untyped-call]
+
+
+def host_eigvalsh(gram: np.ndarray, threads: int) -> np.ndarray:
+    """Ascending eigenvalues of a symmetric host matrix (lower triangle read) with torch's CPU
+    LAPACK on ``threads`` threads, without copying it to torch first.
+
+    Raises
+    ------
+    LayerError
+        If the solver fails.
+    """
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    try:
+        evals = torch.linalg.eigvalsh(torch.from_numpy(gram), UPLO="L")
+    except RuntimeError as exc:
+        raise LayerError(
+            f"torch's LAPACK failed on a {gram.shape} Gram matrix ({exc}); "
+            "retry with eig_method='svd'"
+        ) from exc
+    out: np.ndarray = evals.numpy()
+    return out
 
 
 def _torch_dtype(precision: Precision) -> torch.dtype:

@@ -52,8 +52,9 @@ def blas_threads_per_worker(workers: int, cores: int, current: int) -> int:
     return max(1, min(current, cores // max(1, workers)))
 
 
-def _blas_threads() -> int:
-    """The largest thread count of the BLAS libraries loaded in this process (1 if none)."""
+def blas_threads_now() -> int:
+    """The largest thread count of the BLAS libraries loaded in this process (1 if none): the
+    caller's setting, or the workers' budget while one is in force."""
     from threadpoolctl import threadpool_info
 
     blas = [p for p in threadpool_info() if p.get("user_api") == "blas"]
@@ -72,7 +73,7 @@ def blas_budget(workers: int, cores: int | None = None) -> Iterator[int | None]:
         return
     from threadpoolctl import threadpool_limits
 
-    per_worker = blas_threads_per_worker(workers, cores or available_cores(), _blas_threads())
+    per_worker = blas_threads_per_worker(workers, cores or available_cores(), blas_threads_now())
     with threadpool_limits(limits=per_worker, user_api="blas"):
         yield per_worker
 
@@ -136,6 +137,11 @@ def _child_init(task: Callable[[int], Any], blas_threads: int) -> None:
     torch = sys.modules.get("torch")
     if torch is not None and blas_threads > 0:  # as torch's DataLoader workers do
         torch.set_num_threads(blas_threads)
+
+
+def in_worker_process() -> bool:
+    """Whether this process is a worker forked by :func:`ordered_process_map`."""
+    return _child_task is not None
 
 
 def _child_run(index: int) -> Any:
