@@ -62,7 +62,8 @@ def test_blocked_gram_equals_one_shot(
     w = rng.standard_normal(shape).astype(np.float32 if precision is Precision.FLOAT64 else
                                           np.float16)
     one_shot = eigen.gram_eigenvalues(w, precision)
-    monkeypatch.setattr(eigen, "GRAM_BLOCK_BYTES", 256 * 1024)  # forces ~10 blocks
+    monkeypatch.setattr(eigen, "GRAM_BLOCKED_ABOVE_BYTES", 256 * 1024)  # blocked path...
+    monkeypatch.setattr(eigen, "GRAM_BLOCK_BYTES", 256 * 1024)  # ...in ~10 blocks
     blocked = eigen.gram_eigenvalues(w, precision)
     tol = 1e-12 if precision is Precision.FLOAT64 else 1e-5
     np.testing.assert_allclose(blocked, one_shot, rtol=0, atol=tol * one_shot[-1])
@@ -73,6 +74,7 @@ def test_blocked_gram_equals_one_shot(
 def test_blocked_path_rejects_nan_with_the_layer_name(
     rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(eigen, "GRAM_BLOCKED_ABOVE_BYTES", 64 * 1024)
     monkeypatch.setattr(eigen, "GRAM_BLOCK_BYTES", 64 * 1024)
     w = rng.standard_normal((1, 2000, 40)).astype(np.float32)
     w[0, 1500, 7] = np.nan

@@ -19,10 +19,13 @@ from weightspectra.options import EigenMethod, Precision
 NEGATIVE_EVAL_ROUNDOFF = 100.0
 
 #: A matrix whose working-precision copy would exceed this many bytes is never converted whole:
-#: its Gram matrix is accumulated from row blocks of about this size (bounded memory for LLM
-#: embeddings and heads). Smaller matrices take the one-shot path. Small blocks stay in cache
-#: while they are converted and multiplied: 4 MiB blocks made MiniLM's 30522×384 embedding 1.2×
-#: faster than 64 MiB blocks and were as fast on 11008×4096 (one BLAS thread).
+#: its Gram matrix is accumulated from row blocks (bounded memory for LLM embeddings and heads).
+#: Smaller matrices take the one-shot path.
+GRAM_BLOCKED_ABOVE_BYTES = 64 * 2**20
+
+#: Size of those row blocks. Small blocks stay in cache while they are converted and multiplied:
+#: 4 MiB blocks made MiniLM's 30522×384 embedding 1.2× faster than 64 MiB blocks and were as
+#: fast on 11008×4096 (one BLAS thread).
 GRAM_BLOCK_BYTES = 4 * 2**20
 
 #: A spectrum engine: ``(stack (k, rows, cols), precision, what) -> k ascending eigenvalue
@@ -99,7 +102,7 @@ def gram_eigenvalues(
 ) -> np.ndarray:
     """Eigenvalues of the smaller Gram matrix of one 2-D ``matrix``, ascending, unclipped.
 
-    A matrix whose converted copy would exceed :data:`GRAM_BLOCK_BYTES` is converted and
+    A matrix whose converted copy would exceed :data:`GRAM_BLOCKED_ABOVE_BYTES` is converted and
     accumulated into the Gram matrix block by block (``syrk``), then diagonalised, so memory
     stays near the input plus two Gram-sized buffers (the matrix and LAPACK's copy of it).
 
@@ -130,7 +133,7 @@ def gram_eigenvalues(
     array([4., 9.])
     """
     dtype = np.dtype(np.float64 if precision is Precision.FLOAT64 else np.float32)
-    if matrix.dtype != dtype and matrix.size * dtype.itemsize > GRAM_BLOCK_BYTES:
+    if matrix.dtype != dtype and matrix.size * dtype.itemsize > GRAM_BLOCKED_ABOVE_BYTES:
         return _blocked_gram_eigenvalues(matrix, dtype, what, solver)
     a = np.asarray(matrix, dtype=dtype)
     if a.shape[0] < a.shape[1]:
@@ -152,6 +155,10 @@ def _blocked_gram_eigenvalues(
     M, N = (cols, rows) if tall else (rows, cols)
     step = max(1, GRAM_BLOCK_BYTES // (M * dtype.itemsize))
     single = dtype == np.float32
+    # scipy's syrk accumulates in place (numpy's ``x.T @ x`` would need an add and a symmetric
+    # copy per block: 1.5× slower on 11008×4096). scipy ships its own OpenBLAS, and switching
+    # between two multithreaded BLAS libraries leaves the idle one's threads spinning for a
+    # while: fine once per large matrix, which is why only large ones take this path.
     syrk = blas.ssyrk if single else blas.dsyrk
     gram = np.zeros((M, M), dtype=dtype, order="F")
     for lo in range(0, N, step):
