@@ -43,7 +43,10 @@ def progress(p):
     last[0] = now
 report = ws.analyze(sys.argv[1], workers=int(sys.argv[2]), progress=progress)
 total = time.perf_counter() - start
+import resource
+workers_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
 print(json.dumps({"total": total, "marks": marks, "peak": status()["VmHWM"],
+                  "workers_peak": workers_peak, "torch": "torch" in sys.modules,
                   "base": base, "analysed": len(report.analysed),
                   "alpha": {r.name: r.metrics["alpha"] for r in report.analysed}}))
 """
@@ -83,11 +86,15 @@ def main() -> None:
         ["projected 32 blocks + embed + head, min", projected / 60],
         ["peak RSS (VmHWM), MB", ours["peak"] / mb],
         ["RSS after imports, MB", ours["base"] / mb],
+        ["torch imported (MKL eigensolver)", ours["torch"]],
         ["full bf16 checkpoint on disk, GB", 13.48],
     ]
     if args.workers != 1:
         rows = [r for r in rows if not r[0].startswith(("time per", "embed", "lm_head",
                                                         "projected"))]
+        rows.append(["largest worker process's peak RSS, MB", ours["workers_peak"] / mb])
+        rows.append([f"main + {args.workers} workers at their peaks (upper bound), MB",
+                     (ours["peak"] + args.workers * ours["workers_peak"]) / mb])
         rows.append(["projected full model (total × 33.4 / measured blocks+2·1.9), min",
                      ours["total"] * (32 + 2 * 1.9) / (len(blocks) + 2 * 1.9) / 60])
     print(_common.table(["ours", "value"], rows), flush=True)

@@ -75,21 +75,49 @@ def make_sharded(folder: Path, code: str, shards: int, per_shard: int,
     return values
 
 
-@pytest.mark.parametrize("code", ["BF16", "F16"])
-def test_chunked_16bit_conversion_is_exact(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: str
+@pytest.mark.parametrize(
+    ("code", "ml_dtypes", "loaded_as"),
+    [("BF16", True, "bfloat16"), ("BF16", False, "float32"), ("F16", True, "float16")],
+)
+def test_16bit_tensors_load_exactly_and_analyse_like_float32(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: str, ml_dtypes: bool, loaded_as: str
 ) -> None:
-    monkeypatch.setattr(st_source, "CONVERT_CHUNK", 1000)  # many chunks, a ragged last one
+    if not ml_dtypes:  # the fallback: widened to float32 chunk by chunk
+        monkeypatch.setattr(st_source, "_BFLOAT16", None)
+        monkeypatch.setattr(st_source, "CONVERT_CHUNK", 1000)  # many chunks, a ragged last one
+    elif code == "BF16":
+        pytest.importorskip("ml_dtypes")
     values = make_sharded(tmp_path / "ckpt", code, shards=2, per_shard=2, shape=(77, 130))
     source = ws.sources.open_model(tmp_path / "ckpt")
     loaded = {e.key: e.load() for e in source.entries if e.key in values}
     assert loaded.keys() == values.keys()
     for key, expected in values.items():
-        assert loaded[key].dtype == np.float32
-        np.testing.assert_array_equal(loaded[key], expected)
+        assert loaded[key].dtype.name == loaded_as
+        np.testing.assert_array_equal(np.asarray(loaded[key], np.float32), expected)
     report = ws.analyze(tmp_path / "ckpt")
+    reference = ws.analyze(values)  # the same values as float32 arrays
+    for ours, ref in zip(report.analysed, reference.analysed, strict=True):
+        assert ours.name == ref.name
+        np.testing.assert_equal(dict(ours.metrics), dict(ref.metrics))  # exactly: same Gram
+
+
+def test_bfloat16_blocked_gram_equals_float32_input(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("ml_dtypes")
+    from weightspectra.core import eigen
+
+    monkeypatch.setattr(eigen, "GRAM_BLOCKED_ABOVE_BYTES", 64 * 1024)  # the blocked path...
+    monkeypatch.setattr(eigen, "GRAM_BLOCK_BYTES", 32 * 1024)  # ...in many blocks
+    values = make_sharded(tmp_path / "ckpt", "BF16", shards=1, per_shard=2, shape=(900, 60))
+    report = ws.analyze(tmp_path / "ckpt", cache=tmp_path / "cache")
     reference = ws.analyze(values)
-    assert [r.metrics for r in report.analysed] == [r.metrics for r in reference.analysed]
+    cached = ws.analyze(tmp_path / "ckpt", cache=tmp_path / "cache")  # bfloat16 keys hash too
+    assert len(report.analysed) == len(cached.analysed) == len(reference.analysed) > 0
+    for ours, ref, again in zip(report.analysed, reference.analysed, cached.analysed, strict=True):
+        assert ours.name == ref.name == again.name
+        np.testing.assert_equal(dict(ours.metrics), dict(ref.metrics))
+        np.testing.assert_equal(dict(again.metrics), dict(ref.metrics))
 
 
 _CHILD = """

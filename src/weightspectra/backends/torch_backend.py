@@ -70,7 +70,8 @@ def _torch_dtype(precision: Precision) -> torch.dtype:
 def _to_device(array: np.ndarray, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     # A private, writable host copy: torch refuses to wrap read-only (memory-mapped) arrays
     # silently, and the copy is at most one block.
-    host = torch.from_numpy(np.array(array, copy=True, order="C"))
+    native = array.dtype in (np.float16, np.float32, np.float64)  # not ml_dtypes' bfloat16
+    host = torch.from_numpy(np.array(array, dtype=None if native else np.float32, order="C"))
     return host.to(device=device, dtype=dtype)
 
 

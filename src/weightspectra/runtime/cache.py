@@ -107,7 +107,8 @@ class ResultCache:
         digest = hashlib.sha256(
             json.dumps(context, sort_keys=True, default=_json_default).encode()
         )
-        digest.update(np.ascontiguousarray(tensor).data.cast("B"))
+        raw_bytes = np.ascontiguousarray(tensor).view(np.uint8)  # any dtype, bfloat16 too
+        digest.update(raw_bytes.data)
         return digest.hexdigest()
 
     def path(self, key: str) -> Path:

@@ -3,6 +3,10 @@
 The format: an 8-byte little-endian header length, a JSON header mapping each tensor name to
 ``{"dtype", "shape", "data_offsets": [begin, end]}`` (offsets relative to the end of the header),
 then the raw little-endian data. Tensors are memory-mapped, so one is in memory at a time.
+
+16-bit tensors are handed out as they are stored, without a widened copy: float16 natively,
+bfloat16 as :mod:`ml_dtypes`' numpy dtype (the eigenvalue code converts them block by block).
+Where ``ml_dtypes`` is missing, bfloat16 is widened to float32 in chunks instead.
 """
 
 from __future__ import annotations
@@ -17,12 +21,20 @@ from typing import Any
 import numpy as np
 
 from weightspectra.errors import CorruptFileError, InputError
+
+try:  # a numpy dtype for bfloat16 (a dependency; guarded so a broken install still reads files)
+    import ml_dtypes
+
+    _BFLOAT16: Any = ml_dtypes.bfloat16
+except ImportError:  # pragma: no cover - exercised by monkeypatching in the tests
+    _BFLOAT16 = None
 from weightspectra.sources.base import Source, TensorEntry, in_model_order
 
 #: A header longer than this is not a real safetensors header (the format caps it at 100 MB).
 MAX_HEADER_BYTES = 100_000_000
-#: 16-bit tensors are widened to float32 in chunks of this many elements, each chunk's mapped
-#: pages dropped right after, so the raw and widened copies are never both whole in memory.
+#: Without ml_dtypes, bfloat16 tensors are widened to float32 in chunks of this many elements,
+#: each chunk's mapped pages dropped right after, so the raw and widened copies are never both
+#: whole in memory.
 CONVERT_CHUNK = 4 * 2**20
 
 _DTYPES: dict[str, tuple[str, str]] = {
@@ -160,18 +172,18 @@ def _loader(mapped: _MappedFile, data_start: int, info: dict[str, Any]) -> Calla
 
     def load() -> np.ndarray:
         raw = np.frombuffer(mapped.buffer(), dtype=storage, count=count, offset=data_start + begin)
-        if dtype not in ("BF16", "F16"):
+        if dtype != "BF16":
             return raw.reshape(shape)
+        if _BFLOAT16 is not None:
+            mapped_bf16: np.ndarray = raw.view(_BFLOAT16).reshape(shape)  # zero-copy
+            return mapped_bf16
         out = np.empty(count, dtype=np.float32)
         bits = out.view(np.uint32)
         for lo in range(0, count, CONVERT_CHUNK):
             hi = min(lo + CONVERT_CHUNK, count)
-            if dtype == "BF16":
-                # bfloat16 is the upper half of a float32: shift the bits into place.
-                bits[lo:hi] = raw[lo:hi]
-                bits[lo:hi] <<= 16
-            else:
-                out[lo:hi] = raw[lo:hi]
+            # bfloat16 is the upper half of a float32: shift the bits into place.
+            bits[lo:hi] = raw[lo:hi]
+            bits[lo:hi] <<= 16
             start = data_start + begin
             mapped.advise(_DONTNEED, start + lo * storage.itemsize, start + hi * storage.itemsize)
         return out.reshape(shape)
