@@ -41,7 +41,10 @@ def progress(p):
     now = time.perf_counter()
     marks.append((p.name, now - last[0]))
     last[0] = now
-report = ws.analyze(sys.argv[1], workers=int(sys.argv[2]), progress=progress)
+part = sys.argv[3] if len(sys.argv) > 3 else "all"
+select = {"all": {}, "blocks": {"layers": [r"\.layers\."]},
+          "ends": {"exclude": [r"\.layers\."]}}[part]
+report = ws.analyze(sys.argv[1], workers=int(sys.argv[2]), progress=progress, **select)
 total = time.perf_counter() - start
 import resource
 workers_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
@@ -90,13 +93,20 @@ def main() -> None:
         ["full bf16 checkpoint on disk, GB", 13.48],
     ]
     if args.workers != 1:
+        # Per-tensor times are not separable when tensors run side by side: time the blocks
+        # alone and the embeddings + head alone, each in its own run.
+        only_blocks = _common.run_json(OURS_CHILD, str(args.dir), str(args.workers), "blocks")
+        ends = _common.run_json(OURS_CHILD, str(args.dir), str(args.workers), "ends")
+        per_block = only_blocks["total"] / len(blocks)
         rows = [r for r in rows if not r[0].startswith(("time per", "embed", "lm_head",
                                                         "projected"))]
+        rows.append(["time per block, blocks-only run, s", per_block])
+        rows.append(["embed_tokens + lm_head, their own run, s", ends["total"]])
+        rows.append(["projected 32 blocks + embed + head, min",
+                     (32 * per_block + ends["total"]) / 60])
         rows.append(["largest worker process's peak RSS, MB", ours["workers_peak"] / mb])
         rows.append([f"main + {args.workers} workers at their peaks (upper bound), MB",
                      (ours["peak"] + args.workers * ours["workers_peak"]) / mb])
-        rows.append(["projected full model (total × 33.4 / measured blocks+2·1.9), min",
-                     ours["total"] * (32 + 2 * 1.9) / (len(blocks) + 2 * 1.9) / 60])
     print(_common.table(["ours", "value"], rows), flush=True)
 
     if args.peer == "none":
