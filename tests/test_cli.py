@@ -107,3 +107,15 @@ def test_python_dash_m_entry_point(model_file: Path) -> None:
             [sys.executable, "-m", "weightspectra", "--help"], capture_output=True, text=True
         ).stdout
     )
+
+
+def test_cli_import_stays_light() -> None:
+    # scipy.stats/integrate/optimize cost ~0.7 s to import; only opt-in fits (TPL) need them.
+    code = (
+        "import sys, weightspectra.cli\n"
+        "heavy = [m for m in ('scipy.stats', 'scipy.integrate', 'scipy.optimize', 'torch',\n"
+        "                     'pandas', 'matplotlib') if m in sys.modules]\n"
+        "print(','.join(heavy))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
