@@ -288,3 +288,41 @@ def test_ordered_process_map_needs_fork(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setattr(parallel, "fork_available", lambda: False)
     with pytest.raises(RuntimeError, match="fork"):
         list(ordered_process_map(lambda i: i, 3, workers=2))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_workers_announce_tensors_before_reading_them(
+    rng: np.random.Generator, tmp_path, kind: str
+) -> None:
+    import dataclasses
+
+    log = tmp_path / "events.txt"  # appended to by worker processes too
+
+    def note(event: str, key: str) -> None:
+        with open(log, "a") as fh:
+            fh.write(f"{event} {key}\n")
+
+    source = open_model({f"l{i}.weight": rng.standard_normal((60 + 10 * i, 30)) for i in range(8)})
+
+    def hooked(entry):  # type: ignore[no-untyped-def]
+        real_load = entry.load
+
+        def load():  # type: ignore[no-untyped-def]
+            note("load", entry.key)
+            return real_load()
+
+        return dataclasses.replace(entry, load=load,
+                                   prefetch_hook=lambda: note("prefetch", entry.key))
+
+    source = dataclasses.replace(source, entries=tuple(hooked(e) for e in source.entries))
+    report = ws.analyze(source, workers=2, parallel=kind)
+    assert len(report.analysed) == 8
+    events = [line.split() for line in log.read_text().splitlines()]
+    loads = [k for e, k in events if e == "load"]
+    prefetched = {k for e, k in events if e == "prefetch"}
+    assert sorted(loads) == sorted(f"l{i}.weight" for i in range(8))
+    assert prefetched == set(loads)  # every tensor was announced...
+    late = [k for k in prefetched if events.index(["prefetch", k]) > events.index(["load", k])]
+    # ...before it was read. In worker processes, a worker is announced its successor when it
+    # starts: a worker descheduled between taking a task and announcing could (rarely) be late.
+    assert len(late) <= (0 if kind == "threads" else 1), late

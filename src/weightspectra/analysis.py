@@ -286,8 +286,8 @@ def iter_results(
 
     With ``options.workers > 1`` tensors are analysed on that many forked processes or threads
     (``options.parallel``; BLAS threads budgeted so that workers × threads ≤ cores), largest
-    first in processes; with threads the next tensor to be read is announced to the source ahead
-    of time (the kernel reads it in while the current one is computed).
+    first in processes. Tensors still to come are announced to the source ahead of time (the
+    kernel reads them in while the current ones are computed).
 
     Raises
     ------
@@ -320,8 +320,20 @@ def _iter_results(
         # tensor is not left to run alone at the end); skipped ones are answered here.
         work = [i for i, tp in enumerate(plans) if _cost(tp, options) > 0]
         order = sorted(range(len(work)), key=lambda j: -_cost(plans[work[j]], options))
+        position = {j: k for k, j in enumerate(order)}
+        for j in order[: options.workers]:
+            plans[work[j]].entry.prefetch()  # read in while the workers start
+
+        def read_ahead_and_run(j: int) -> list[LayerResult]:
+            # The tensor started `workers` places later is likely next for a free worker: ask
+            # the kernel to read it in now (the page cache is shared by the processes).
+            later = position[j] + options.workers
+            if later < len(order):
+                plans[work[order[later]]].entry.prefetch()
+            return run(plans[work[j]])
+
         computed = ordered_process_map(
-            lambda j: run(plans[work[j]]), len(work), options.workers, order=order
+            read_ahead_and_run, len(work), options.workers, order=order
         )
         try:
             for i, tp in enumerate(plans):
