@@ -326,3 +326,41 @@ def test_workers_announce_tensors_before_reading_them(
     # ...before it was read. In worker processes, a worker is announced its successor when it
     # starts: a worker descheduled between taking a task and announcing could (rarely) be late.
     assert len(late) <= (0 if kind == "threads" else 1), late
+
+
+_KILLED_WORKER = """
+import os, signal, sys, time
+from weightspectra.errors import WorkerError
+from weightspectra.runtime.parallel import ordered_process_map
+
+def task(i):
+    if i == 3:
+        os.kill(os.getpid(), signal.SIGKILL)  # as the kernel's OOM killer would
+    time.sleep(0.01)
+    return i
+
+got = []
+try:
+    for value in ordered_process_map(task, 20, workers=2):
+        got.append(value)
+except WorkerError as exc:
+    print("WorkerError", "got=" + ",".join(map(str, got)), exc)
+    sys.exit(0)
+print("no error", got)
+sys.exit(1)
+"""
+
+
+@needs_fork
+def test_a_killed_worker_is_an_error_not_a_hang() -> None:
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", _KILLED_WORKER], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.startswith("WorkerError "), out.stdout
+    got = [int(v) for v in out.stdout.split()[1].removeprefix("got=").split(",") if v]
+    assert got == list(range(len(got))) and len(got) <= 3  # in order, nothing past the kill
+    assert "fewer workers" in out.stdout and "workers=1" in out.stdout

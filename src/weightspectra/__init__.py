@@ -20,6 +20,7 @@ from weightspectra.errors import (
     UnsupportedInputError,
     WeightSpectraError,
     WeightSpectraWarning,
+    WorkerError,
 )
 from weightspectra.options import EigenMethod, LayerType, Options, Parallel, Precision
 from weightspectra.report import LayerResult, Report, Status
@@ -47,6 +48,7 @@ __all__ = [
     "UnsupportedInputError",
     "WeightSpectraError",
     "WeightSpectraWarning",
+    "WorkerError",
     "__version__",
     "analyze",
     "compare",

@@ -57,6 +57,10 @@ class MissingDependencyError(WeightSpectraError, ImportError):
         self.extra = extra
 
 
+class WorkerError(WeightSpectraError, RuntimeError):
+    """A worker process stopped abruptly (killed by the system, e.g. when memory ran out)."""
+
+
 class WeightSpectraWarning(UserWarning):
     """Root of every warning issued by weightspectra."""
 

@@ -25,9 +25,12 @@ import sys
 import warnings
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from typing import Any, TypeVar
+
+from weightspectra.errors import WorkerError
 
 _T = TypeVar("_T")
 _R = TypeVar("_R")
@@ -170,6 +173,9 @@ def ordered_process_map(
 
     Raises
     ------
+    WorkerError
+        If a worker process dies (e.g. killed when memory ran out): no result is waited for
+        forever.
     RuntimeError
         If processes cannot be forked here (see :func:`fork_available`).
     """
@@ -187,16 +193,34 @@ def ordered_process_map(
             # Python ≥ 3.12 warns that forking a threaded process may deadlock the child; the
             # child only reads tensors and calls numpy/LAPACK, which reset their locks at fork.
             warnings.simplefilter("ignore", DeprecationWarning)
-            pool = context.Pool(workers, initializer=_child_init, initargs=(task, blas or 0))
+            pool = ProcessPoolExecutor(
+                workers, mp_context=context, initializer=_child_init, initargs=(task, blas or 0)
+            )
+            # With fork, every worker is started by the first submit, from this thread.
+            pending = {i: pool.submit(_child_run, i) for i in starts}
         finished = False
         try:
-            pending = {i: pool.apply_async(_child_run, (i,)) for i in starts}
             for i in range(count):
-                yield pending.pop(i).get()
+                try:
+                    result = pending.pop(i).result()
+                except BrokenProcessPool as exc:
+                    raise WorkerError(
+                        f"a worker process stopped abruptly (killed by the system, for example "
+                        f"when memory ran out) with {len(pending) + 1} of {count} tensors left; "
+                        f"each of the {workers} workers holds one tensor and its Gram matrix: "
+                        "rerun with fewer workers, or workers=1 (with cache=DIR, finished "
+                        "tensors are not recomputed)"
+                    ) from exc
+                yield result
             finished = True
         finally:
-            if finished:
-                pool.close()
-            else:
-                pool.terminate()
-            pool.join()
+            if not finished:
+                _terminate(pool)
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _terminate(pool: ProcessPoolExecutor) -> None:
+    """Stop the workers now: a running tensor may take minutes, and nobody wants its result."""
+    processes = getattr(pool, "_processes", None) or {}  # no public API before Python 3.14
+    for process in list(processes.values()):
+        process.terminate()
