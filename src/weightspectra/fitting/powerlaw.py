@@ -21,6 +21,11 @@ SMALL_SAMPLE = 20
 SMALL_SAMPLE_MIN_TAIL = 8
 #: Upper bound on the elements of one block of the KS computation (memory ~ 8 bytes each × ~4).
 _BLOCK_ELEMENTS = 2_000_000
+#: Candidates per block. Candidate i's tail starts at column i, so a block of rows lo..hi spans
+#: columns lo..n and wastes only its (hi−lo)²/2 lower corner: thin blocks skip most of the
+#: square's lower half. Measured (one thread, bit-identical results): 64 rows vs one block,
+#: n = 384 1.6×, n = 1024 5.8×, n = 4096 3.4×, n = 16384 1.25× faster.
+_BLOCK_ROWS = 64
 
 
 class FitError(LayerError):
@@ -126,7 +131,7 @@ def _candidates(x: np.ndarray, small: bool) -> tuple[np.ndarray, np.ndarray]:
         alpha = 1.0 + numer / log_ratio_sum
     valid = np.isfinite(alpha) & (alpha > 1.0)
     dist = np.ones(n_cand)
-    block = max(1, _BLOCK_ELEMENTS // n)
+    block = max(1, min(_BLOCK_ROWS, _BLOCK_ELEMENTS // n))
     for lo in range(0, n_cand, block):
         hi = min(lo + block, n_cand)
         idx = np.arange(lo, hi)
