@@ -205,3 +205,29 @@ def test_large_layer_same_numbers_and_torch_threads_restored(rng: np.random.Gene
         assert ours.analysed[0].metrics[key] == pytest.approx(
             ref.analysed[0].metrics[key], rel=1e-6
         ), key
+
+
+def test_torch_engine_takes_bfloat16_host_arrays(rng: np.random.Generator) -> None:
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    w = rng.standard_normal((1, 300, 120)).astype(np.float32)
+    stored = w.astype(ml_dtypes.bfloat16)  # as the safetensors reader hands bf16 out
+    ours = torch_backend.gram_spectra(stored, Precision.FLOAT64, "w", device="cpu")
+    ref = numpy_spectra(stored.astype(np.float32), Precision.FLOAT64, "w")
+    assert _rel(ours, ref) < 1e-12
+
+
+@needs_mkl
+def test_thread_workers_on_large_layers_match_serial(rng: np.random.Generator) -> None:
+    model = {
+        f"l{i}.weight": rng.standard_t(3.0, size=(MKL + 64 * i, MKL)).astype(np.float32)
+        for i in range(2)
+    }
+    before = torch.get_num_threads()
+    serial = ws.analyze(model)
+    threaded = ws.analyze(model, workers=2, parallel="threads")
+    assert torch.get_num_threads() == before
+    for a, b in zip(serial.analysed, threaded.analysed, strict=True):
+        # MKL on a different thread count may round differently in the last bits
+        np.testing.assert_allclose(a.evals, b.evals, rtol=0, atol=1e-12 * a.evals[-1])
+        assert a.metrics["num_pl_spikes"] == b.metrics["num_pl_spikes"]
+        assert a.metrics["alpha"] == pytest.approx(b.metrics["alpha"], rel=1e-9)
