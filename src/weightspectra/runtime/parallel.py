@@ -22,7 +22,6 @@ import multiprocessing
 import os
 import signal
 import sys
-import warnings
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
@@ -189,15 +188,14 @@ def ordered_process_map(
     workers = max(1, min(workers, count))
     context = multiprocessing.get_context("fork")
     with blas_budget(workers, cores) as blas:
-        with warnings.catch_warnings():
-            # Python ≥ 3.12 warns that forking a threaded process may deadlock the child; the
-            # child only reads tensors and calls numpy/LAPACK, which reset their locks at fork.
-            warnings.simplefilter("ignore", DeprecationWarning)
-            pool = ProcessPoolExecutor(
-                workers, mp_context=context, initializer=_child_init, initargs=(task, blas or 0)
-            )
-            # With fork, every worker is started by the first submit, from this thread.
-            pending = {i: pool.submit(_child_run, i) for i in starts}
+        # Python ≥ 3.12 warns (DeprecationWarning, hidden by default) when a process with
+        # threads forks; the children only read tensors and call numpy/LAPACK, which reset their
+        # locks at fork, and MKL runs in them on one thread only (see backends.cpu_solver).
+        pool = ProcessPoolExecutor(
+            workers, mp_context=context, initializer=_child_init, initargs=(task, blas or 0)
+        )
+        # With fork, every worker is started by the first submit, from this thread.
+        pending = {i: pool.submit(_child_run, i) for i in starts}
         finished = False
         try:
             for i in range(count):
