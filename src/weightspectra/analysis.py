@@ -6,7 +6,8 @@ analysis fails, keeps its row with the reason, and never stops the run.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
+from contextlib import ExitStack
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -253,7 +254,8 @@ def _with(row: LayerResult, **changes: Any) -> LayerResult:
 
 
 def _cost(tp: TensorPlan, options: Options) -> float:
-    """Rough work of one tensor (flops of its Gram matrices and eigenvalues)."""
+    """Rough work of one tensor (flops of its Gram matrices and eigenvalues); 0 when nothing of
+    it is analysed (it is then never read)."""
     if tp.skip_reason:
         return 0.0
     return float(
@@ -311,40 +313,17 @@ def _iter_results(
 
     def announced() -> Iterator[TensorPlan]:
         for tp in plans:
-            if not tp.skip_reason and not all(_group_skip_reason(g, options) for g in tp.groups):
+            if _cost(tp, options) > 0:  # it will be read
                 tp.entry.prefetch()
             yield tp
 
-    if options.workers > 1 and _use_processes(options, backend):
-        # Only tensors with work go to the worker processes, largest first (so that one big
-        # tensor is not left to run alone at the end); skipped ones are answered here.
-        work = [i for i, tp in enumerate(plans) if _cost(tp, options) > 0]
-        order = sorted(range(len(work)), key=lambda j: -_cost(plans[work[j]], options))
-        position = {j: k for k, j in enumerate(order)}
-        for j in order[: options.workers]:
-            plans[work[j]].entry.prefetch()  # read in while the workers start
-
-        def read_ahead_and_run(j: int) -> list[LayerResult]:
-            # The tensor started `workers` places later is likely next for a free worker: ask
-            # the kernel to read it in now (the page cache is shared by the processes).
-            later = position[j] + options.workers
-            if later < len(order):
-                plans[work[order[later]]].entry.prefetch()
-            return run(plans[work[j]])
-
-        computed = ordered_process_map(
-            read_ahead_and_run, len(work), options.workers, order=order
-        )
-        try:
-            for i, tp in enumerate(plans):
-                yield from (next(computed) if _cost(tp, options) > 0 else run(tp))
-                if progress is not None:
-                    progress(Progress(i + 1, total, tp.entry.name))
-        finally:
-            computed.close()
-        return
-    with blas_budget(options.workers):
-        results = ordered_map(run, announced(), options.workers)
+    results: Generator[list[LayerResult], None, None]
+    with ExitStack() as context:
+        if options.workers > 1 and _use_processes(options, backend):
+            results = _in_processes(plans, options, run)
+        else:
+            context.enter_context(blas_budget(options.workers))
+            results = ordered_map(run, announced(), options.workers)
         try:
             for i, (tp, rows) in enumerate(zip(plans, results, strict=True)):
                 yield from rows
@@ -352,6 +331,40 @@ def _iter_results(
                     progress(Progress(i + 1, total, tp.entry.name))
         finally:
             results.close()
+
+
+def _in_processes(
+    plans: list[TensorPlan],
+    options: Options,
+    run: Callable[[TensorPlan], list[LayerResult]],
+) -> Generator[list[LayerResult], None, None]:
+    """The rows of each plan, in model order, computed on ``options.workers`` forked processes.
+
+    Only tensors with work go to the workers, largest first (so that one big tensor is not left
+    to run alone at the end); skipped ones are answered here. Tensors still to come are
+    announced to the source ahead of time.
+    """
+    costs = [_cost(tp, options) for tp in plans]
+    work = [i for i, cost in enumerate(costs) if cost > 0]
+    order = sorted(range(len(work)), key=lambda j: -costs[work[j]])
+    position = {j: k for k, j in enumerate(order)}
+    for j in order[: options.workers]:
+        plans[work[j]].entry.prefetch()  # read in while the workers start
+
+    def read_ahead_and_run(j: int) -> list[LayerResult]:
+        # The tensor started `workers` places later is likely next for a free worker: ask the
+        # kernel to read it in now (the page cache is shared by the processes).
+        later = position[j] + options.workers
+        if later < len(order):
+            plans[work[order[later]]].entry.prefetch()
+        return run(plans[work[j]])
+
+    computed = ordered_process_map(read_ahead_and_run, len(work), options.workers, order=order)
+    try:
+        for tp, cost in zip(plans, costs, strict=True):
+            yield next(computed) if cost > 0 else run(tp)
+    finally:
+        computed.close()
 
 
 def analyze(

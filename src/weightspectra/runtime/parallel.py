@@ -13,7 +13,8 @@ Two ways to run ``workers`` tensors at once:
 
 The BLAS thread count is process-wide, so it is set once, for the whole run, with
 ``threadpoolctl`` (the environment variables ``OMP_NUM_THREADS`` etc. only act before BLAS is
-loaded, which is too late inside a library); in a forked child it is set in the child.
+loaded, which is too late inside a library); forked children inherit the limit, set in the
+parent before they are forked.
 """
 
 from __future__ import annotations
