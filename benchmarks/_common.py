@@ -147,3 +147,8 @@ def same_row(a: Any, b: Any) -> bool:
                    and math.isnan(y))
         for x, y in ((ra[k], rb[k]) for k in ra)
     )
+
+
+def cores() -> int:
+    """CPU cores this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
