@@ -36,9 +36,8 @@ def pin_threads(argv: Sequence[str] | None = None) -> int:
 def machine_line(threads: int) -> str:
     """One line describing the conditions of the run (for the table header)."""
     load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return (f"BLAS threads pinned to {threads} ({', '.join(THREAD_VARS)}) on both sides; "
-            f"{cores} cores; load average at start {load[0]:.2f}")
+            f"{cores()} cores; load average at start {load[0]:.2f}")
 
 
 def best_of(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:

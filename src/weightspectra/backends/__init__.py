@@ -54,9 +54,9 @@ class Backend:
 
 
 #: Gram matrices of at least this order are diagonalised with torch's LAPACK (Intel MKL) when
-#: torch is installed with MKL. One thread, this project's machine (float64): MKL 1.95× faster
-#: than numpy's OpenBLAS at 1536 and 2.25× at 4096, but even at 1024 and below; eigenvalues
-#: agree to ~1e-14 relative (``tests/test_backends.py``).
+#: torch is installed with MKL. One thread, float64 (benchmarks/bench_floor.py): MKL 2.02×
+#: faster than numpy's OpenBLAS at 1536, 2.48× at 4096, but 0.96× at 1024; eigenvalues agree
+#: to ~1e-14 relative (``tests/test_backends.py``).
 MKL_MIN_ORDER = 1536
 
 

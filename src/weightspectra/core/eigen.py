@@ -24,8 +24,8 @@ NEGATIVE_EVAL_ROUNDOFF = 100.0
 GRAM_BLOCKED_ABOVE_BYTES = 64 * 2**20
 
 #: Size of those row blocks. Small blocks stay in cache while they are converted and multiplied:
-#: 4 MiB blocks made MiniLM's 30522×384 embedding 1.2× faster than 64 MiB blocks and were as
-#: fast on 11008×4096 (one BLAS thread).
+#: with 4 MiB blocks Gram + eigvalsh took 0.86× the time of 64 MiB blocks on MiniLM's 30522×384
+#: embedding and 0.98× on 11008×4096 (one BLAS thread; benchmarks/bench_internals.py).
 GRAM_BLOCK_BYTES = 4 * 2**20
 
 #: A spectrum engine: ``(stack (k, rows, cols), precision, what) -> k ascending eigenvalue
@@ -156,9 +156,10 @@ def _blocked_gram_eigenvalues(
     step = max(1, GRAM_BLOCK_BYTES // (M * dtype.itemsize))
     single = dtype == np.float32
     # scipy's syrk accumulates in place (numpy's ``x.T @ x`` would need an add and a symmetric
-    # copy per block: 1.5× slower on 11008×4096). scipy ships its own OpenBLAS, and switching
-    # between two multithreaded BLAS libraries leaves the idle one's threads spinning for a
-    # while: fine once per large matrix, which is why only large ones take this path.
+    # copy per block). scipy ships its own OpenBLAS, and switching between two multithreaded
+    # BLAS libraries leaves the idle one's threads spinning for a while: fine once per large
+    # matrix, which is why only large ones take this path (sending every matrix over 4 MiB
+    # here made MiniLM 1.71× slower on 2 BLAS threads; benchmarks/bench_internals.py).
     syrk = blas.ssyrk if single else blas.dsyrk
     gram = np.zeros((M, M), dtype=dtype, order="F")
     for lo in range(0, N, step):

@@ -23,8 +23,8 @@ SMALL_SAMPLE_MIN_TAIL = 8
 _BLOCK_ELEMENTS = 2_000_000
 #: Candidates per block. Candidate i's tail starts at column i, so a block of rows lo..hi spans
 #: columns lo..n and wastes only its (hi−lo)²/2 lower corner: thin blocks skip most of the
-#: square's lower half. Measured (one thread, bit-identical results): 64 rows vs one block,
-#: n = 384 1.6×, n = 1024 5.8×, n = 4096 3.4×, n = 16384 1.25× faster.
+#: square's lower half. 64 rows vs one block, one thread, identical fits: 1.73× faster at
+#: n = 384, 1.91× at 1024, 1.62× at 4096 (benchmarks/bench_internals.py).
 _BLOCK_ROWS = 64
 
 

@@ -136,7 +136,8 @@ def _child_init(task: Callable[[int], Any], blas_threads: int) -> None:
     _child_task = task
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
     # The BLAS limit is inherited from the parent, which sets it before forking. Setting it
-    # again here would make OpenBLAS start a fresh thread pool that busy-waits for ~0.1 s.
+    # again here makes OpenBLAS start a fresh thread pool that busy-waits: 0.16 s of CPU burnt
+    # by an idle child (benchmarks/bench_internals.py).
     torch = sys.modules.get("torch")
     if torch is not None and blas_threads > 0:  # as torch's DataLoader workers do
         torch.set_num_threads(blas_threads)
