@@ -7,82 +7,20 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields, replace
 from enum import Enum
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
+from weightspectra.enums import (
+    Device,
+    EigenMethod,
+    LayerType,
+    Parallel,
+    Precision,
+    parse_enum,
+)
 from weightspectra.errors import OptionError
 
 if TYPE_CHECKING:
     from weightspectra.metrics.diagnostics import DiagnosticsConfig
-
-_E = TypeVar("_E", bound=Enum)
-
-
-def parse_enum(enum_type: type[_E], value: _E | str, option: str) -> _E:
-    """Return ``value`` as a member of ``enum_type``; a typo fails with the valid choices.
-
-    Raises
-    ------
-    OptionError
-        If ``value`` names no member.
-    """
-    if isinstance(value, enum_type):
-        return value
-    if isinstance(value, str):
-        key = value.strip().lower().replace("-", "_")
-        for member in enum_type:
-            if key in (str(member.value).lower(), member.name.lower()):
-                return member
-    choices = ", ".join(repr(m.value) for m in enum_type)
-    raise OptionError(f"{option}={value!r} is not valid; choose one of {choices}")
-
-
-class LayerType(str, Enum):
-    """The kind of layer a weight tensor belongs to; decides how it becomes 2-D matrices."""
-
-    DENSE = "dense"
-    EMBEDDING = "embedding"
-    CONV1D = "conv1d"
-    CONV2D = "conv2d"
-    CONV3D = "conv3d"
-    CONV_TRANSPOSE1D = "conv_transpose1d"
-    CONV_TRANSPOSE2D = "conv_transpose2d"
-    CONV_TRANSPOSE3D = "conv_transpose3d"
-    ATTENTION_IN_PROJ = "attention_in_proj"
-    LSTM = "lstm"
-    GRU = "gru"
-    MOE_EXPERTS = "moe_experts"
-    UNKNOWN = "unknown"
-
-
-class EigenMethod(str, Enum):
-    """How eigenvalues are computed: from the smaller Gram matrix, or by a full SVD (exact)."""
-
-    GRAM = "gram"
-    SVD = "svd"
-
-
-class Precision(str, Enum):
-    """Floating-point precision of the eigenvalue computation."""
-
-    FLOAT64 = "float64"
-    FLOAT32 = "float32"
-
-
-class Device(str, Enum):
-    """Where spectra are computed: numpy on the CPU, torch on a CUDA GPU, or CUDA if present."""
-
-    CPU = "cpu"
-    CUDA = "cuda"
-    AUTO = "auto"
-
-
-class Parallel(str, Enum):
-    """How ``workers > 1`` run: forked processes, threads, or processes where fork exists."""
-
-    AUTO = "auto"
-    PROCESSES = "processes"
-    THREADS = "threads"
-
 
 @dataclass(frozen=True)
 class Options:

@@ -25,7 +25,7 @@ import numpy as np
 
 from weightspectra.core.eigen import SpectrumEngine, lapack_eigvalsh, numpy_spectra
 from weightspectra.errors import OptionError
-from weightspectra.options import Device
+from weightspectra.enums import Device
 
 #: File present on Linux machines with an NVIDIA driver loaded.
 _NVIDIA_PROC = "/proc/driver/nvidia/version"
@@ -143,7 +143,7 @@ def resolve_backend(device: Device) -> Backend:
 
     Examples
     --------
-    >>> from weightspectra.options import Device
+    >>> from weightspectra.enums import Device
     >>> resolve_backend(Device.CPU).on_host
     True
     """

@@ -20,7 +20,7 @@ import torch
 
 from weightspectra.core.eigen import SpectrumEngine, check_gram_diagonal
 from weightspectra.errors import LayerError
-from weightspectra.options import Precision
+from weightspectra.enums import Precision
 
 #: torch's intra-op thread count when this module was first imported (restored after a run that
 #: changed it, see :func:`weightspectra.backends.torch_threads_kept`).

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import numpy as np
 
 from weightspectra.errors import LayerError, NumericalWarning
-from weightspectra.options import EigenMethod, Precision
+from weightspectra.enums import EigenMethod, Precision
 
 #: Negative Gram eigenvalues up to this many ``M·eps·λ_max`` are round-off and are clipped to 0;
 #: larger ones mean the Gram matrix was not symmetric positive semi-definite: an error.

@@ -24,7 +24,7 @@ from weightspectra.curvature.operator import (
     module_mode,
 )
 from weightspectra.errors import InputError, OptionError
-from weightspectra.options import parse_enum
+from weightspectra.enums import parse_enum
 
 
 class AttackMethod(str, Enum):

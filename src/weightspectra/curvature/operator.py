@@ -25,7 +25,7 @@ from scipy.sparse.linalg import LinearOperator
 from torch import nn
 
 from weightspectra.errors import InputError
-from weightspectra.options import parse_enum
+from weightspectra.enums import parse_enum
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Batch = tuple[torch.Tensor, torch.Tensor]

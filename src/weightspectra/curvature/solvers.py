@@ -17,7 +17,7 @@ import numpy as np
 from scipy.sparse.linalg import LinearOperator, eigsh
 
 from weightspectra.errors import InputError, OptionError
-from weightspectra.options import parse_enum
+from weightspectra.enums import parse_enum
 
 
 class SymmetricOperator(Protocol):

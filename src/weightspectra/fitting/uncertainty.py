@@ -17,10 +17,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from enum import Enum
-
 import numpy as np
 
+from weightspectra.enums import BootstrapMethod
 from weightspectra.errors import OptionError
 from weightspectra.fitting.powerlaw import (
     FIT_EVAL_THRESHOLD,
@@ -35,13 +34,6 @@ BOOTSTRAP_REPLICATES = 200
 CI_LEVEL = 0.90
 #: Largest number of resampled values held in memory at once by the ``tail`` scheme.
 _BLOCK_ELEMENTS = 1_000_000
-
-
-class BootstrapMethod(str, Enum):
-    """Resampling scheme of :func:`alpha_bootstrap_ci`."""
-
-    TAIL = "tail"
-    FULL = "full"
 
 
 @dataclass(frozen=True)

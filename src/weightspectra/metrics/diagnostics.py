@@ -30,7 +30,7 @@ from weightspectra.fitting.uncertainty import (
     BootstrapMethod,
     alpha_bootstrap_ci,
 )
-from weightspectra.options import parse_enum
+from weightspectra.enums import parse_enum
 
 #: A fitted tail shorter than this is flagged ``spurious-fit`` unless ``min_tail`` says otherwise.
 SHORT_TAIL = 10

@@ -25,7 +25,7 @@ import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
 
 from weightspectra.errors import InputError, OptionError
-from weightspectra.options import parse_enum
+from weightspectra.enums import parse_enum
 from weightspectra.quantize.fake import check_bits
 from weightspectra.quantize.sensitivity import Sensitivity, SensitivityTable
 

@@ -30,7 +30,7 @@ from weightspectra.curvature.operator import Engine, HessianOperator, LossFn, Mo
 from weightspectra.curvature.solvers import trace
 from weightspectra.errors import InputError, NumericalWarning, OptionError
 from weightspectra.fitting.powerlaw import SMALL_SAMPLE, FitError, fit_power_law
-from weightspectra.options import parse_enum
+from weightspectra.enums import parse_enum
 from weightspectra.quantize.fake import (
     check_bits,
     layer_weight,

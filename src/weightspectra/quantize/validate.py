@@ -19,7 +19,7 @@ from torch import nn
 
 from weightspectra.curvature.operator import LossFn, Mode, _scalar_loss, check_batches, module_mode
 from weightspectra.errors import InputError
-from weightspectra.options import parse_enum
+from weightspectra.enums import parse_enum
 from weightspectra.quantize.fake import fake_quantized
 from weightspectra.quantize.plan import BitPlan
 from weightspectra.quantize.sensitivity import Sensitivity, SensitivityTable

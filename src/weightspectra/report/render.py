@@ -200,7 +200,7 @@ def to_markdown(report: Report, include: str = "analysed") -> str:
 
 def render(report: Report, fmt: Format | str = Format.TABLE, include: str = "analysed") -> str:
     """Render ``report`` as text in ``fmt`` (table, csv, json or markdown)."""
-    from weightspectra.options import parse_enum
+    from weightspectra.enums import parse_enum
 
     fmt = parse_enum(Format, fmt, "format")
     if fmt is Format.CSV:

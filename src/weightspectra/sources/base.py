@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from weightspectra.options import LayerType
+from weightspectra.enums import LayerType
 
 _FLOAT_DTYPES = {"float64", "float32", "float16", "bfloat16"}
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from weightspectra.errors import CorruptFileError, InputError, UnsafeFileError
-from weightspectra.options import LayerType
+from weightspectra.enums import LayerType
 from weightspectra.sources.base import Source, TensorEntry, in_model_order
 
 #: Keys under which checkpoints commonly wrap their state dict.
