@@ -30,7 +30,8 @@ import numpy as np  # noqa: E402
 from weightspectra.core.eigen import gram_eigenvalues  # noqa: E402
 from weightspectra.fitting.mp import fit_mp  # noqa: E402
 from weightspectra.fitting.powerlaw import fit_power_law  # noqa: E402
-from weightspectra.metrics.diagnostics import DiagnosticsConfig, layer_diagnostics  # noqa: E402
+from weightspectra.metrics.diagnostics import layer_diagnostics  # noqa: E402
+from weightspectra.options import Options  # noqa: E402
 
 MINILM_KEYS = (
     "encoder.layer.0.attention.self.query.weight",
@@ -108,7 +109,7 @@ def main() -> None:
     parser.add_argument("--no-peer", action="store_true", help="skip the peer subprocess")
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    cfg = DiagnosticsConfig()
+    cfg = Options()
     print(
         f"{'layer':44s} {'shape':>12s} {'eig s':>8s} {'mp_fit/eig':>10s} "
         f"{'diag/eig':>9s} {'peer mp extra/analyze':>22s}"
@@ -126,7 +127,6 @@ def main() -> None:
             M,
             fit=fit_power_law(evals),
             fit_error=None,
-            matrix=None,
             normalized=False,
             config=cfg,
         )

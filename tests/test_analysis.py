@@ -243,8 +243,8 @@ def test_diagnostics_are_wired_and_configurable(rng: np.random.Generator) -> Non
     off = ws.analyze(arrays, mp_fit=False)["g"].metrics
     assert off["sigma_mp"] is None and off["alpha"] == default["alpha"]
     options = ws.Options.from_kwargs(randomize=True, min_evals=4)
-    assert options.diagnostics is not None and options.diagnostics.randomize
-    assert options.to_dict()["diagnostics"]["randomize"] is True
+    assert options.randomize  # one options object: diagnostics fields are options
+    assert options.to_dict()["randomize"] is True
     with pytest.raises(OptionError, match="seed"):
         ws.analyze(arrays, seed=-1.5)
 

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -210,39 +209,58 @@ def test_cache_path_that_is_a_file_raises(tmp_path: Path) -> None:
 
 
 _CHILD = """
-import sys, time, numpy as np, weightspectra as ws
+import sys, numpy as np, weightspectra as ws
 rng = np.random.default_rng(0)
 model = {f"layers.{i}.weight": rng.standard_normal((160, 120)) for i in range(24)}
-def slow(p):
+def report(p):
     print(p.done, flush=True)
-    time.sleep(0.1)
-ws.analyze(model, cache=sys.argv[1], progress=slow)
+    if p.done == 8:
+        # Hold here until killed: the parent answers nothing on stdin. EOF (the parent died)
+        # ends the child instead of leaving it running.
+        sys.stdin.readline()
+        sys.exit(3)
+ws.analyze(model, cache=sys.argv[1], progress=report)
 print("finished", flush=True)
 """
 
 
-def test_killed_process_leaves_only_complete_entries(tmp_path: Path) -> None:
+def test_killed_process_leaves_only_complete_entries(tmp_path: Path, count_spectra: Calls) -> None:
     cache_dir = tmp_path / "cache"
     child = subprocess.Popen(
-        [sys.executable, "-c", _CHILD, str(cache_dir)], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", _CHILD, str(cache_dir)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )
-    assert child.stdout is not None
-    for line in child.stdout:
-        if line.strip() == "8":
-            break
-    os.kill(child.pid, signal.SIGKILL)
-    child.wait(timeout=30)
+    assert child.stdout is not None and child.stdin is not None
+    try:
+        seen = []
+        for line in child.stdout:
+            seen.append(line.strip())
+            if line.strip() == "8":  # the child now waits on stdin: nothing more is computed
+                break
+        assert seen[-1:] == ["8"], seen
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait(timeout=30)
+        child.stdin.close()
+        child.stdout.close()
     assert child.returncode == -signal.SIGKILL
     cache = ResultCache(cache_dir)
     done = len(cache)
     assert 8 <= done < 24
+    stored = set(_stored_names(cache_dir))
+    assert {f"layers.{i}" for i in range(8)} <= stored
     for entry in cache_dir.glob("*.wsc.npz"):
         assert cache.get(entry.name.removesuffix(".wsc.npz")) is not None
     rng = np.random.default_rng(0)
     model = {f"layers.{i}.weight": rng.standard_normal((160, 120)) for i in range(24)}
-    start = time.perf_counter()
+    count_spectra.clear()
     resumed = ws.analyze(model, cache=cache_dir)
-    assert time.perf_counter() - start < 60
+    # only the layers the killed run had not stored are computed again
+    assert sorted(count_spectra) == sorted(f"layers.{i}" for i in range(24)
+                                           if f"layers.{i}" not in stored)
     assert len(cache) == 24
     _same(ws.analyze(model), resumed)
     json.dumps(resumed.to_dict())  # a resumed report serialises like any other

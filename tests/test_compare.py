@@ -86,26 +86,103 @@ def test_kendall_by_hand() -> None:
     assert math.isnan(tau) and math.isnan(p)
 
 
-@pytest.mark.parametrize("n", [5, 9, 17, 30])
-def test_kendall_matches_scipy_without_ties(n: int) -> None:
+def _naive_tau_b(x: np.ndarray, y: np.ndarray) -> float:
+    """τ-b from an O(n²) loop over pairs: concordant, discordant, and ties in x, in y."""
+    n = len(x)
+    concordant = discordant = tied_x = tied_y = 0
+    for i in range(n):
+        for j in range(i + 1, n):
+            dx, dy = x[i] - x[j], y[i] - y[j]
+            if dx == 0:
+                tied_x += 1
+            if dy == 0:
+                tied_y += 1
+            if dx * dy > 0:
+                concordant += 1
+            elif dx * dy < 0:
+                discordant += 1
+    pairs = n * (n - 1) // 2
+    return (concordant - discordant) / math.sqrt((pairs - tied_x) * (pairs - tied_y))
+
+
+def _naive_exact_p(x: np.ndarray, y: np.ndarray) -> float:
+    """Two-sided permutation p-value of τ without ties: the share of all n! orderings of y
+    whose |C − D| is at least the observed one."""
+    from itertools import permutations
+
+    def score(yy: tuple[float, ...]) -> int:
+        return sum(
+            int(np.sign(x[i] - x[j]) * np.sign(yy[i] - yy[j]))
+            for i in range(len(x))
+            for j in range(i + 1, len(x))
+        )
+
+    observed = abs(score(tuple(y)))
+    perms = list(permutations(y.tolist()))
+    return sum(abs(score(q)) >= observed for q in perms) / len(perms)
+
+
+@pytest.mark.parametrize("n", [2, 5, 9, 17, 30, 60])
+def test_kendall_matches_naive_pair_count_without_ties(n: int) -> None:
     rng = np.random.default_rng(n)
     x = rng.normal(size=n)
     y = x + rng.normal(size=n)
     tau, p = kendall_tau(x, y)
-    ref = stats.kendalltau(x, y, method="exact")
-    assert tau == pytest.approx(ref.statistic, rel=1e-12)
-    assert p == pytest.approx(ref.pvalue, rel=1e-9)
+    assert tau == pytest.approx(_naive_tau_b(x, y), rel=1e-12, abs=1e-15)
+    assert 0.0 < p <= 1.0
 
 
-@pytest.mark.parametrize("seed", [3, 4])
-def test_kendall_matches_scipy_with_ties(seed: int) -> None:
+@pytest.mark.parametrize(("seed", "n"), [(3, 25), (4, 25), (5, 8), (6, 80)])
+def test_kendall_matches_naive_pair_count_with_ties(seed: int, n: int) -> None:
     rng = np.random.default_rng(seed)
-    x = rng.integers(0, 5, size=25).astype(float)
-    y = x + rng.integers(0, 3, size=25)
+    x = rng.integers(0, 5, size=n).astype(float)
+    y = x + rng.integers(0, 3, size=n)
+    assert len(set(x)) < n and len(set(y)) < n  # ties on both sides
     tau, p = kendall_tau(x, y)
-    ref = stats.kendalltau(x, y, method="asymptotic")
-    assert tau == pytest.approx(ref.statistic, rel=1e-12)
-    assert p == pytest.approx(ref.pvalue, rel=1e-9)
+    assert tau == pytest.approx(_naive_tau_b(x, y), rel=1e-12)
+    assert 0.0 < p <= 1.0
+
+
+def test_kendall_ties_change_tau_b_not_only_tau_a() -> None:
+    # 4 points: pairs (0,1) tied in x; C = 4, D = 1 among the 5 untied-in-x pairs.
+    x, y = np.array([1.0, 1.0, 2.0, 3.0]), np.array([1.0, 2.0, 4.0, 3.0])
+    tau, _ = kendall_tau(x, y)
+    assert tau == pytest.approx(_naive_tau_b(x, y))
+    assert tau == pytest.approx((4 - 1) / math.sqrt((6 - 1) * 6))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_kendall_exact_p_matches_permutation_count(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=7)
+    y = x + 0.7 * rng.normal(size=7)
+    _, p = kendall_tau(x, y)
+    assert p == pytest.approx(_naive_exact_p(x, y), rel=1e-12)
+
+
+def test_kendall_symmetric_and_sign() -> None:
+    rng = np.random.default_rng(11)
+    x = rng.integers(0, 6, size=30).astype(float)
+    y = rng.normal(size=30) + x
+    tau, p = kendall_tau(x, y)
+    assert kendall_tau(y, x) == pytest.approx((tau, p))
+    assert kendall_tau(x, -y) == pytest.approx((-tau, p))
+
+
+def test_kendall_bad_input() -> None:
+    with pytest.raises(InputError, match="same length"):
+        kendall_tau([1, 2, 3], [1, 2])
+    with pytest.raises(InputError, match="at least 2 points"):
+        kendall_tau([1], [1])
+    with pytest.raises(InputError, match="finite"):
+        kendall_tau([1, 2, math.inf], [1, 2, 3])
+
+
+def test_quantize_uses_the_same_kendall_tau() -> None:
+    pytest.importorskip("torch")
+    from weightspectra.quantize import validate
+
+    assert validate.kendall_tau is kendall_tau
 
 
 # -- the published table ------------------------------------------------------------------------

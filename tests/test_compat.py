@@ -193,8 +193,13 @@ def test_describe_get_esd_and_errors() -> None:
     np.testing.assert_allclose(esd, expected, rtol=1e-9, atol=1e-12 * expected[-1])
     with pytest.raises(InputError, match="not among the analysed layers"):
         watcher.get_ESD(model=arrays, layer="zzz")
-    with pytest.raises(InputError, match="no randomised eigenvalues"):
-        watcher.get_ESD(model=arrays, layer="a", random=True)
+    # The randomised ESD: analysed with randomize=True on demand (it was a dead feature).
+    rand = watcher.get_ESD(model=arrays, layer="a", random=True)
+    shuffled = np.random.default_rng(0).permutation(arrays["a.weight"].ravel())
+    expected_rand = np.sort(
+        np.linalg.svd(shuffled.reshape(arrays["a.weight"].shape), compute_uv=False) ** 2
+    )
+    np.testing.assert_allclose(rand, expected_rand, rtol=1e-9, atol=1e-12 * expected_rand[-1])
 
 
 def test_mp_fit_passes_through() -> None:

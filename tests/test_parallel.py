@@ -5,7 +5,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import threading
-import time
+from typing import Any
 
 import numpy as np
 import pytest
@@ -163,25 +163,43 @@ def test_blas_budget_sets_and_restores_the_limit() -> None:
         assert blas_threads() == before
 
 
+#: Seconds a synchronising test waits for an event that a correct implementation sets at once:
+#: only reached when the code under test is broken (the test then fails instead of hanging).
+SYNC_TIMEOUT = 30.0
+
+
 def test_ordered_map_keeps_order_despite_uneven_durations() -> None:
+    finished: list[int] = []
+    done = [threading.Event() for _ in range(12)]
+    lock = threading.Lock()
+
     def slow_first(i: int) -> int:
-        time.sleep(0.02 if i % 3 == 0 else 0.0)
+        if i % 3 == 0:  # finishes only after its successor has: out of order, for certain
+            assert done[i + 1].wait(SYNC_TIMEOUT), f"task {i + 1} never ran beside task {i}"
+        with lock:
+            finished.append(i)
+        done[i].set()
         return i * 10
 
     assert list(ordered_map(slow_first, range(12), workers=3)) == [i * 10 for i in range(12)]
+    assert finished != sorted(finished)  # they did finish out of order
+    for i in range(0, 12, 3):
+        assert finished.index(i + 1) < finished.index(i)
 
 
 def test_ordered_map_runs_concurrently_and_bounds_in_flight() -> None:
     lock = threading.Lock()
     running = 0
     peak = 0
+    # Two tasks must be inside at once to pass: proof of concurrency without timing.
+    pair = threading.Barrier(2, timeout=SYNC_TIMEOUT)
 
     def task(i: int) -> int:
         nonlocal running, peak
         with lock:
             running += 1
             peak = max(peak, running)
-        time.sleep(0.01)
+        pair.wait()
         with lock:
             running -= 1
         return i
@@ -227,53 +245,109 @@ def test_ordered_map_propagates_errors_and_stops() -> None:
     assert len(calls) < 100  # the queue was cancelled, not drained
 
 
-def _pid_after(delay: float, i: int) -> tuple[int, int]:
-    time.sleep(delay)
-    return i, os.getpid()
+_FORK = multiprocessing.get_context("fork") if fork_available() else None
+
+
+def _shared_counter() -> Any:
+    """A lock-protected int shared with forked workers (they inherit it)."""
+    assert _FORK is not None
+    return _FORK.Value("i", 0)
+
+
+def _bump(counter: Any) -> int:
+    with counter.get_lock():
+        counter.value += 1
+        return int(counter.value)
+
+
+def _peek(counter: Any) -> int:
+    """The counter's value without its lock: a child terminated inside :func:`_bump` may have
+    died holding it."""
+    return int(counter.get_obj().value)
 
 
 @needs_fork
 def test_ordered_process_map_runs_in_worker_processes_in_order() -> None:
-    durations = [0.05 if i % 3 == 0 else 0.0 for i in range(9)]
+    assert _FORK is not None
     order = list(reversed(range(9)))  # started last-first, still yielded first-first
-    out = list(
-        ordered_process_map(lambda i: _pid_after(durations[i], i), 9, workers=2, order=order)
-    )
-    assert [i for i, _ in out] == list(range(9))
-    pids = {pid for _, pid in out}
-    assert os.getpid() not in pids and 1 <= len(pids) <= 2
+    seven_done = _FORK.Event()
+    ticket = _shared_counter()  # the order in which tasks finish
+
+    def task(i: int) -> tuple[int, int, int]:
+        if i == 8:  # started first; finishes only after task 7, run by the other worker
+            assert seven_done.wait(SYNC_TIMEOUT), "task 7 never ran beside task 8"
+        finished = _bump(ticket)
+        if i == 7:
+            seven_done.set()
+        return i, os.getpid(), finished
+
+    out = list(ordered_process_map(task, 9, workers=2, order=order))
+    assert [i for i, _, _ in out] == list(range(9))
+    finish = {i: t for i, _, t in out}
+    assert finish[7] < finish[8]  # out of order in time, in order in the output
+    pids = {pid for _, pid, _ in out}
+    assert os.getpid() not in pids and len(pids) == 2
     assert multiprocessing.active_children() == []  # the pool is gone
 
 
 @needs_fork
 def test_ordered_process_map_is_concurrent() -> None:
-    start = time.perf_counter()
-    list(ordered_process_map(lambda i: _pid_after(0.3, i), 4, workers=2))
-    elapsed = time.perf_counter() - start
-    assert elapsed < 4 * 0.3 * 0.8, f"4 × 0.3 s on 2 processes took {elapsed:.2f} s"
+    assert _FORK is not None
+    # Each task waits until another one is inside too: two workers must run at once.
+    pair = _FORK.Barrier(2, timeout=SYNC_TIMEOUT)
+
+    def task(i: int) -> tuple[int, int]:
+        pair.wait()
+        return i, os.getpid()
+
+    out = list(ordered_process_map(task, 4, workers=2))
+    assert [i for i, _ in out] == list(range(4))
+    assert len({pid for _, pid in out}) == 2
+
+
+def _blocked_tasks() -> tuple[Any, Any, Any]:
+    """A never-set event, and counters of tasks that started and that got past it."""
+    assert _FORK is not None
+    return _FORK.Event(), _shared_counter(), _shared_counter()
 
 
 @needs_fork
 def test_ordered_process_map_propagates_errors_and_stops_children() -> None:
+    never, started, passed = _blocked_tasks()
+
     def task(i: int) -> int:
+        _bump(started)
         if i == 2:
             raise ValueError("boom at 2")
-        time.sleep(0.01)
+        if i > 2:  # still running when the error arrives: must be terminated, not awaited
+            never.wait(SYNC_TIMEOUT)
+            _bump(passed)
         return i
 
     with pytest.raises(ValueError, match="boom at 2"):
         list(ordered_process_map(task, 50, workers=2))
     assert multiprocessing.active_children() == []
+    assert _peek(passed) == 0  # the blocked tasks were killed, not waited for
+    assert _peek(started) < 50  # the queue was cancelled, not drained
 
 
 @needs_fork
 def test_ordered_process_map_early_stop_terminates_children() -> None:
-    out = ordered_process_map(lambda i: _pid_after(0.05, i), 40, workers=2)
-    assert next(out)[0] == 0
-    start = time.perf_counter()
+    never, started, passed = _blocked_tasks()
+
+    def task(i: int) -> int:
+        _bump(started)
+        if i > 0:  # everything after the first result blocks until terminated
+            never.wait(SYNC_TIMEOUT)
+            _bump(passed)
+        return i
+
+    out = ordered_process_map(task, 40, workers=2)
+    assert next(out) == 0
     out.close()
-    assert time.perf_counter() - start < 1.0  # not 40 × 0.05 s of draining
     assert multiprocessing.active_children() == []
+    assert _peek(passed) == 0  # terminated, not drained: no blocked task ran on
+    assert _peek(started) < 40
 
 
 def test_ordered_process_map_rejects_a_bad_order() -> None:

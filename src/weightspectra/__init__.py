@@ -3,11 +3,18 @@
 >>> import weightspectra as ws
 >>> report = ws.analyze("model.safetensors")      # doctest: +SKIP
 >>> report.to_pandas(); report.summary; report.skipped   # doctest: +SKIP
+
+The public names are loaded on first use (PEP 562), so ``import weightspectra`` (and importing
+one subpackage, such as :mod:`weightspectra.core.eigen`) imports nothing it does not need.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from weightspectra._version import __version__
-from weightspectra.analysis import Progress, analyze, describe
-from weightspectra.compare import Comparison, compare
+from weightspectra.enums import EigenMethod, LayerType, Parallel, Precision, Reason, Status
 from weightspectra.errors import (
     CorruptFileError,
     InputError,
@@ -22,9 +29,40 @@ from weightspectra.errors import (
     WeightSpectraWarning,
     WorkerError,
 )
-from weightspectra.options import EigenMethod, LayerType, Options, Parallel, Precision
-from weightspectra.report import LayerResult, Report, Status
-from weightspectra.sources import open_model
+
+if TYPE_CHECKING:
+    from weightspectra.analysis import Progress, analyze, describe
+    from weightspectra.compare import Comparison, compare
+    from weightspectra.options import Options
+    from weightspectra.report.results import LayerResult, Report
+    from weightspectra.sources import open_model
+
+#: Public names loaded lazily, and the module each comes from.
+_LAZY = {
+    "Progress": "weightspectra.analysis",
+    "analyze": "weightspectra.analysis",
+    "describe": "weightspectra.analysis",
+    "Comparison": "weightspectra.compare",
+    "compare": "weightspectra.compare",
+    "Options": "weightspectra.options",
+    "LayerResult": "weightspectra.report.results",
+    "Report": "weightspectra.report.results",
+    "open_model": "weightspectra.sources",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'weightspectra' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
 
 __all__ = [
     "Comparison",
@@ -42,6 +80,7 @@ __all__ = [
     "Parallel",
     "Precision",
     "Progress",
+    "Reason",
     "Report",
     "Status",
     "UnsafeFileError",

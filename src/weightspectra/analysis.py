@@ -10,20 +10,22 @@ from collections.abc import Callable, Generator, Iterator, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
 from functools import partial
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
 
 from weightspectra._version import __version__
 from weightspectra.backends import Backend, resolve_backend, torch_threads_kept
-from weightspectra.core.eigen import layer_eigenvalues
-from weightspectra.core.layers import GroupPlan, infer_layer_type, plan_groups
+from weightspectra.core.eigen import layer_eigenvalues, shuffled_entries
+from weightspectra.core.layers import GroupPlan, plan_groups
+from weightspectra.enums import Reason, Status
 from weightspectra.errors import LayerError, OptionError
-from weightspectra.fitting.powerlaw import FitError, PowerLawFit, fit_power_law
-from weightspectra.metrics.diagnostics import DiagnosticsConfig, layer_diagnostics
-from weightspectra.metrics.layer import fit_metrics, norm_metrics
-from weightspectra.options import EigenMethod, LayerType, Options, Parallel, selects
-from weightspectra.report.results import LayerResult, Report, Status
+from weightspectra.metrics.model_diagnostics import model_diagnostics
+from weightspectra.metrics.spectrum import internal_error_reason, spectrum_metrics
+from weightspectra.metrics.summary import model_summary
+from weightspectra.options import LayerType, Options, Parallel, selects
+from weightspectra.report.results import LayerResult, Report
 from weightspectra.runtime.cache import ResultCache
 from weightspectra.runtime.parallel import (
     blas_budget,
@@ -31,6 +33,7 @@ from weightspectra.runtime.parallel import (
     ordered_map,
     ordered_process_map,
 )
+from weightspectra.schema import LayerSpectrum, registered_metrics
 from weightspectra.sources import Source, TensorEntry, open_model
 
 
@@ -63,6 +66,7 @@ class TensorPlan:
     layer_type: LayerType
     groups: tuple[GroupPlan, ...]
     skip_reason: str = ""
+    skip_code: Reason = Reason.NONE
 
 
 def _resolve_options(options: Options | None, kwargs: Mapping[str, Any]) -> Options:
@@ -88,47 +92,65 @@ def plan(source: Source, options: Options) -> list[TensorPlan]:
 def _plan_entry(
     layer_id: int, entry: TensorEntry, shapes: Mapping[str, tuple[int, ...]], options: Options
 ) -> TensorPlan:
-    def skip(reason: str, layer_type: LayerType = LayerType.UNKNOWN) -> TensorPlan:
-        return TensorPlan(layer_id, entry, layer_type, (), reason)
+    def skip(
+        code: Reason, reason: str, layer_type: LayerType = LayerType.UNKNOWN
+    ) -> TensorPlan:
+        return TensorPlan(layer_id, entry, layer_type, (), reason, code)
 
     if entry.tied_to is not None:
-        return skip(f"tied to {entry.tied_to} (shared weights are analysed once)")
+        return skip(Reason.TIED, f"tied to {entry.tied_to} (shared weights are analysed once)")
     if not entry.is_float:
-        return skip(f"{entry.dtype} tensor (a buffer such as ids or a mask), not weights")
+        return skip(
+            Reason.BUFFER, f"{entry.dtype} tensor (a buffer such as ids or a mask), not weights"
+        )
     if len(entry.shape) < 2:
-        return skip(f"{len(entry.shape)}-D tensor (a bias or norm scale), not a matrix")
+        return skip(
+            Reason.NOT_MATRIX, f"{len(entry.shape)}-D tensor (a bias or norm scale), not a matrix"
+        )
     if entry.key.endswith("bias"):
-        return skip("bias, not a weight matrix")
-    if entry.layer_type is not None:
-        layer_type, why = entry.layer_type, ""
-    else:
-        layer_type, why = infer_layer_type(entry.key, entry.shape, shapes)
+        return skip(Reason.BIAS, "bias, not a weight matrix")
+    layer_type = entry.layer_type or LayerType.UNKNOWN  # typed by the source's adapter
     if layer_type is LayerType.UNKNOWN:
-        return skip(why)
+        why = entry.type_reason or "the source gave no layer type (open it with open_model)"
+        return skip(Reason.UNKNOWN_TYPE, why)
     if options.layers is not None and not selects(options.layers, layer_id, entry.name, layer_type):
-        return skip("not selected by the layers option", layer_type)
+        return skip(Reason.NOT_SELECTED, "not selected by the layers option", layer_type)
     if options.exclude and selects(options.exclude, layer_id, entry.name, layer_type):
-        return skip("excluded by the exclude option", layer_type)
+        return skip(Reason.EXCLUDED, "excluded by the exclude option", layer_type)
     try:
-        groups = plan_groups(entry.key, entry.shape, layer_type, options)
+        groups = plan_groups(
+            entry.key,
+            entry.shape,
+            layer_type,
+            pool=options.pool,
+            conv_scaling=options.conv_scaling,
+            split_fused_qkv=options.split_fused_qkv,
+            gate_up=entry.gate_up,
+        )
     except ValueError as exc:
-        return skip(str(exc), layer_type)
+        return skip(Reason.BAD_SHAPE, str(exc), layer_type)
     return TensorPlan(layer_id, entry, layer_type, tuple(groups))
 
 
-def _group_skip_reason(group: GroupPlan, options: Options) -> str:
+def _group_skip_reason(group: GroupPlan, options: Options) -> tuple[Reason, str]:
     if group.num_evals < options.min_evals:
-        return (
+        return Reason.TOO_FEW_EVALS, (
             f"only {group.num_evals} eigenvalues ({group.rows}×{group.cols}"
             f"{f' ×{group.count} slices' if group.count > 1 else ''}), fewer than "
             f"min_evals={options.min_evals}"
         )
     if options.max_evals is not None and options.max_evals < group.M:
-        return f"M={group.M} exceeds max_evals={options.max_evals}"
-    return ""
+        return Reason.TOO_MANY_EVALS, f"M={group.M} exceeds max_evals={options.max_evals}"
+    return Reason.NONE, ""
 
 
-def _base_row(tp: TensorPlan, group: GroupPlan | None, status: Status, reason: str) -> LayerResult:
+def _base_row(
+    tp: TensorPlan,
+    group: GroupPlan | None,
+    status: Status,
+    reason: str = "",
+    code: Reason = Reason.NONE,
+) -> LayerResult:
     suffix = group.suffix if group is not None else ""
     return LayerResult(
         layer_id=tp.layer_id,
@@ -137,6 +159,7 @@ def _base_row(tp: TensorPlan, group: GroupPlan | None, status: Status, reason: s
         layer_type=tp.layer_type.value,
         status=status,
         reason=reason,
+        reason_code=code,
         shape=tp.entry.shape,
         N=group.N if group else (max(tp.entry.shape[-2:]) if len(tp.entry.shape) >= 2 else 0),
         M=group.M if group else (min(tp.entry.shape[-2:]) if len(tp.entry.shape) >= 2 else 0),
@@ -144,40 +167,6 @@ def _base_row(tp: TensorPlan, group: GroupPlan | None, status: Status, reason: s
         num_evals=group.num_evals if group else 0,
     )
 
-
-def spectrum_metrics(
-    evals: np.ndarray,
-    N: int,
-    M: int,
-    options: Options,
-    matrix: Callable[[], np.ndarray] | None = None,
-) -> dict[str, Any]:
-    """All metric columns of one ESD: norms, ranks, entropy, power-law fit, random-matrix
-    diagnostics and warnings. ``matrix`` returns the layer's weights (for ``randomize``)."""
-    metrics: dict[str, Any] = norm_metrics(evals, N, M, exact=options.eig_method is EigenMethod.SVD)
-    fit: PowerLawFit | None = None
-    fit_error: str | None = None
-    try:
-        fit = fit_power_law(evals)
-    except FitError as exc:
-        fit_error = str(exc)
-        metrics.update({"alpha": None, "fit_error": fit_error})
-    else:
-        metrics.update(fit_metrics(evals, fit))
-    config = options.diagnostics if options.diagnostics is not None else DiagnosticsConfig()
-    metrics.update(
-        layer_diagnostics(
-            evals,
-            N,
-            M,
-            fit=fit,
-            fit_error=fit_error,
-            matrix=matrix,
-            normalized=options.normalize,
-            config=config,
-        )
-    )
-    return metrics
 
 
 def analyze_tensor(
@@ -197,17 +186,16 @@ def analyze_tensor(
     if backend is None:
         backend = resolve_backend(options.device)
     if tp.skip_reason:
-        return [_base_row(tp, None, Status.SKIPPED, tp.skip_reason)]
+        return [_base_row(tp, None, Status.SKIPPED, tp.skip_reason, tp.skip_code)]
     reasons = [_group_skip_reason(g, options) for g in tp.groups]
-    if all(reasons):
+    if all(code is not Reason.NONE for code, _ in reasons):
         pairs = zip(tp.groups, reasons, strict=True)
-        return [_base_row(tp, g, Status.SKIPPED, r) for g, r in pairs]
+        return [_base_row(tp, g, Status.SKIPPED, r, c) for g, (c, r) in pairs]
     try:
         tensor = tp.entry.load()
     except Exception as exc:
-        return [
-            _base_row(tp, g, Status.FAILED, f"could not read the tensor: {exc}") for g in tp.groups
-        ]
+        why = f"could not read the tensor: {exc}"
+        return [_base_row(tp, g, Status.FAILED, why, Reason.READ_ERROR) for g in tp.groups]
     cache_key = None
     if cache is not None:
         identity = {"key": tp.entry.key, "layer_id": tp.layer_id, "type": tp.layer_type.value}
@@ -218,28 +206,49 @@ def analyze_tensor(
             tp.entry.release()
             return stored
     rows = []
-    for group, reason in zip(tp.groups, reasons, strict=True):
-        if reason:
-            rows.append(_base_row(tp, group, Status.SKIPPED, reason))
+    for group, (code, reason) in zip(tp.groups, reasons, strict=True):
+        if code is not Reason.NONE:
+            rows.append(_base_row(tp, group, Status.SKIPPED, reason, code))
             continue
-        base = _base_row(tp, group, Status.OK, "")
+        base = _base_row(tp, group, Status.OK)
         what = f"layer {base.name} {tp.entry.shape} {tp.entry.dtype}"
+        eigenvalues = partial(
+            layer_eigenvalues,
+            method=options.eig_method,
+            precision=options.precision,
+            eig_scale=group.eig_scale,
+            normalize_by=group.N if options.normalize else None,
+            what=what,
+            engine=backend.engine,
+        )
         try:
-            evals = layer_eigenvalues(
-                group.take(tensor),
-                method=options.eig_method,
-                precision=options.precision,
-                eig_scale=group.eig_scale,
-                normalize_by=group.N if options.normalize else None,
-                what=what,
-                engine=backend.engine,
+            evals = eigenvalues(group.take(tensor))
+            # The shuffled matrix goes through the same engine, precision and scaling.
+            rand = (
+                eigenvalues(shuffled_entries(group.take(tensor), options.seed))
+                if options.randomize
+                else None
             )
         except LayerError as exc:
-            rows.append(_base_row(tp, group, Status.FAILED, str(exc)))
+            rows.append(_base_row(tp, group, Status.FAILED, str(exc), Reason.BAD_VALUES))
             continue
-        matrix = partial(group.take, tensor)  # called only for randomize, within this step
-        metrics = spectrum_metrics(evals, group.N, group.M, options, matrix=matrix)
-        rows.append(_with(base, metrics=metrics, evals=evals))
+        matrix = partial(group.take, tensor)  # read for exact ranks only, within this step
+        try:
+            metrics = spectrum_metrics(
+                evals,
+                group.N,
+                group.M,
+                options,
+                matrix=matrix,
+                rand_evals=rand,
+                eig_scale=group.eig_scale,
+            )
+            metrics.update(registered_columns(evals, group.N, group.M, metrics))
+        except Exception as exc:  # a bug in one layer's metrics fails that row, not the run
+            why = internal_error_reason(exc, what)
+            rows.append(_base_row(tp, group, Status.FAILED, why, Reason.INTERNAL))
+            continue
+        rows.append(_with(base, metrics=metrics, evals=evals, rand_evals=rand))
     del tensor
     tp.entry.release()
     if cache is not None and cache_key is not None:
@@ -262,7 +271,7 @@ def _cost(tp: TensorPlan, options: Options) -> float:
         sum(
             g.count * (g.N * g.M * g.M + g.M**3)
             for g in tp.groups
-            if not _group_skip_reason(g, options)
+            if _group_skip_reason(g, options)[0] is Reason.NONE
         )
     )
 
@@ -410,9 +419,7 @@ def analyze(
     opts = _resolve_options(options, kwargs)
     source = open_model(model)
     layers = tuple(iter_results(source, opts, progress))
-    return Report(
-        source=source.description, options=opts.to_dict(), layers=layers, version=__version__
-    )
+    return make_report(source.description, opts, layers)
 
 
 def describe(model: object, options: Options | None = None, **kwargs: Any) -> Report:
@@ -423,12 +430,43 @@ def describe(model: object, options: Options | None = None, **kwargs: Any) -> Re
     rows: list[LayerResult] = []
     for tp in plan(source, opts):
         if tp.skip_reason:
-            rows.append(_base_row(tp, None, Status.SKIPPED, tp.skip_reason))
+            rows.append(_base_row(tp, None, Status.SKIPPED, tp.skip_reason, tp.skip_code))
             continue
         for group in tp.groups:
-            reason = _group_skip_reason(group, opts)
-            status = Status.SKIPPED if reason else Status.PLANNED
-            rows.append(_base_row(tp, group, status, reason))
-    return Report(
-        source=source.description, options=opts.to_dict(), layers=tuple(rows), version=__version__
+            code, reason = _group_skip_reason(group, opts)
+            status = Status.SKIPPED if code is not Reason.NONE else Status.PLANNED
+            rows.append(_base_row(tp, group, status, reason, code))
+    return make_report(source.description, opts, tuple(rows))
+
+
+def make_report(source: str, options: Options, layers: tuple[LayerResult, ...]) -> Report:
+    """The report of ``layers``: the model summary and diagnostics are computed here, with the
+    thresholds of ``options``, and stored frozen on the report."""
+    rows = [r.row() for r in layers]
+    analysed = [
+        row
+        for row, r in zip(rows, layers, strict=True)
+        if r.status in (Status.OK, Status.PLANNED)
+    ]
+    diagnostics = model_diagnostics(
+        analysed,
+        collapse_z=options.collapse_z,
+        collapse_decades=options.collapse_decades,
+        min_group=options.collapse_min_group,
     )
+    return Report(
+        source=source,
+        options=options.to_dict(),
+        layers=layers,
+        version=__version__,
+        summary=model_summary(rows),
+        diagnostics=diagnostics,
+    )
+
+
+def registered_columns(
+    evals: np.ndarray, N: int, M: int, metrics: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The columns added through :func:`weightspectra.schema.register_column` for one ESD."""
+    spectrum = LayerSpectrum(evals=evals, N=N, M=M, metrics=MappingProxyType(dict(metrics)))
+    return {column.name: compute(spectrum) for column, compute in registered_metrics()}

@@ -14,7 +14,7 @@ from typing import TextIO
 from weightspectra._version import __version__
 from weightspectra.analysis import Progress, analyze, describe
 from weightspectra.errors import WeightSpectraError
-from weightspectra.options import Device, EigenMethod, Options, Parallel, Precision
+from weightspectra.options import Options, option_specs
 from weightspectra.report.render import Format, render
 
 EXIT_OK = 0
@@ -80,36 +80,6 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--output", "-o", type=Path, help="write the output to this file")
         p.add_argument(
-            "--layers",
-            action="append",
-            metavar="SEL",
-            help="keep only these layers: ids, types (dense, conv2d, embedding, ...) "
-            "or name regexes, comma-separated; repeatable",
-        )
-        p.add_argument(
-            "--exclude",
-            action="append",
-            metavar="SEL",
-            help="drop these layers (same forms as --layers)",
-        )
-        p.add_argument("--min-evals", type=int, default=8, help="skip smaller ESDs (default: 8)")
-        p.add_argument("--max-evals", type=int, default=None, help="skip layers with larger M")
-        p.add_argument(
-            "--no-pool",
-            action="store_true",
-            help="one row per convolution kernel position instead of a pooled ESD",
-        )
-        p.add_argument(
-            "--normalize",
-            action="store_true",
-            help="eigenvalues of WᵀW/N (theory convention); changes every norm",
-        )
-        p.add_argument(
-            "--split-qkv",
-            action="store_true",
-            help="split fused attention projections (GPT-2 c_attn) into Q, K, V",
-        )
-        p.add_argument(
             "--all-rows", action="store_true", help="also list skipped and failed tensors as rows"
         )
         p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
@@ -117,78 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
     analyze_p = sub.add_parser("analyze", help="compute spectra, fits and metrics per layer")
     common(analyze_p)
     analyze_p.add_argument(
-        "--eig-method",
-        default="gram",
-        choices=[m.value for m in EigenMethod],
-        help="gram (fast, default) or svd (exact, slow)",
-    )
-    analyze_p.add_argument(
-        "--precision",
-        default="float64",
-        choices=[p.value for p in Precision],
-        help="precision of the eigenvalue computation (default: float64)",
-    )
-    analyze_p.add_argument(
-        "--device",
-        default="cpu",
-        choices=[d.value for d in Device],
-        help="cpu (numpy), cuda (torch on a GPU) or auto (GPU if present)",
-    )
-    analyze_p.add_argument(
-        "--workers",
-        type=int,
-        default=1,
-        metavar="N",
-        help="tensors analysed in parallel; BLAS threads are split so that "
-        "workers × threads ≤ cores (default: 1)",
-    )
-    analyze_p.add_argument(
-        "--parallel",
-        default="auto",
-        choices=[p.value for p in Parallel],
-        help="how --workers run: forked processes (scale on small layers too; Linux), threads, "
-        "or auto (processes where possible; threads with a GPU)",
-    )
-    analyze_p.add_argument(
-        "--cache",
-        metavar="DIR",
-        default=None,
-        help="store each layer's result in DIR; a rerun (e.g. after an "
-        "interruption) recomputes only what is missing",
-    )
-    analyze_p.add_argument(
         "--report",
         type=Path,
         metavar="PATH",
         default=None,
         help="also write a self-contained HTML report (plots embedded) here",
-    )
-    diag = analyze_p.add_argument_group("random-matrix diagnostics (docs/diagnostics.md)")
-    diag.add_argument(
-        "--no-mp-fit", action="store_true", help="skip the Marchenko–Pastur fit and the phases"
-    )
-    diag.add_argument(
-        "--randomize",
-        action="store_true",
-        help="shuffle each matrix (seeded) to find correlation traps; one more eigenvalue "
-        "computation per layer",
-    )
-    diag.add_argument("--seed", type=int, default=0, help="seed of every random step (default 0)")
-    diag.add_argument(
-        "--bootstrap",
-        type=int,
-        default=0,
-        metavar="B",
-        help="B bootstrap refits for an α interval (default 0: off; costs B fits per layer)",
-    )
-    diag.add_argument(
-        "--fingers", action="store_true", help="try removing outlying top eigenvalues (fingers)"
-    )
-    diag.add_argument(
-        "--compare-fits",
-        action="store_true",
-        help="likelihood-ratio tests of the power law against exponential, log-normal and "
-        "truncated power law",
     )
     bar = analyze_p.add_mutually_exclusive_group()
     bar.add_argument(
@@ -201,9 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
     bar.add_argument(
         "--no-progress", dest="progress", action="store_false", help="never show the progress bar"
     )
+    add_option_flags(analyze_p, describe=False)
 
     describe_p = sub.add_parser("describe", help="list layers, shapes and plans; compute nothing")
     common(describe_p)
+    add_option_flags(describe_p, describe=True)
     _add_compare_parser(sub)
     return parser
 
@@ -266,33 +171,58 @@ def _run_compare(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> in
     return EXIT_OK
 
 
+#: Group titles of the option flags in ``--help``.
+_ANALYSIS_GROUP = "analysis options (each is an Options field; docs/metrics.md)"
+
+
+def add_option_flags(parser: argparse.ArgumentParser, *, describe: bool) -> None:
+    """One flag per analysis option, built from :func:`weightspectra.options.option_specs`
+    (``describe`` keeps only those that change the plan)."""
+    group = parser.add_argument_group(_ANALYSIS_GROUP)
+    for spec in option_specs():
+        if describe and not spec.describe:
+            continue
+        dest = f"opt_{spec.name}"
+        if spec.kind == "bool":
+            action = "store_false" if spec.default else "store_true"
+            group.add_argument(
+                spec.flag, dest=dest, action=action, default=spec.default, help=spec.help
+            )
+        elif spec.kind == "selector":
+            group.add_argument(spec.flag, dest=dest, action="append", metavar="SEL", help=spec.help)
+        elif spec.kind == "enum":
+            group.add_argument(
+                spec.flag,
+                dest=dest,
+                default=spec.default,
+                choices=list(spec.choices),
+                help=spec.help,
+            )
+        else:
+            kind: type = {"int": int, "float": float, "str": str}[spec.kind]
+            shown = "" if spec.default is None else f" (default: {spec.default})"
+            help_text = spec.help if "default" in spec.help else spec.help + shown
+            group.add_argument(
+                spec.flag,
+                dest=dest,
+                type=kind,
+                default=spec.default,
+                metavar=spec.name.upper() if kind is str else None,
+                help=help_text,
+            )
+
+
 def _options(args: argparse.Namespace) -> Options:
-    extra: dict[str, object] = {}
-    if args.command == "analyze":
-        extra = {
-            "eig_method": args.eig_method,
-            "precision": args.precision,
-            "device": args.device,
-            "workers": args.workers,
-            "parallel": args.parallel,
-            "cache": args.cache,
-            "mp_fit": not args.no_mp_fit,
-            "randomize": args.randomize,
-            "seed": args.seed,
-            "bootstrap": args.bootstrap,
-            "fingers": args.fingers,
-            "compare_fits": args.compare_fits,
-        }
-    return Options.from_kwargs(
-        layers=_split_list(args.layers),
-        exclude=_split_list(args.exclude) or (),
-        min_evals=args.min_evals,
-        max_evals=args.max_evals,
-        pool=not args.no_pool,
-        normalize=args.normalize,
-        split_fused_qkv=args.split_qkv,
-        **extra,
-    )
+    values: dict[str, object] = {}
+    for spec in option_specs():
+        dest = f"opt_{spec.name}"
+        if not hasattr(args, dest):
+            continue
+        value = getattr(args, dest)
+        if spec.kind == "selector":
+            value = _split_list(value) or (None if spec.name == "layers" else ())
+        values[spec.name] = value
+    return Options.from_kwargs(**values)
 
 
 def run(argv: Sequence[str] | None, stdout: TextIO, stderr: TextIO) -> int:
@@ -331,6 +261,13 @@ def run(argv: Sequence[str] | None, stdout: TextIO, stderr: TextIO) -> int:
         if args.debug:
             traceback.print_exc(file=stderr)
         stderr.write(f"weightspectra: error: {exc}\n")
+        return EXIT_ERROR
+    except Exception as exc:
+        # A bug of ours: one line and the way to see more, never a raw traceback by default.
+        if args.debug:
+            traceback.print_exc(file=stderr)
+        where = "" if args.debug else "; rerun with --debug for the traceback and report it"
+        stderr.write(f"weightspectra: internal error: {type(exc).__name__}: {exc}{where}\n")
         return EXIT_ERROR
     return EXIT_OK
 

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from weightspectra import schema
 from weightspectra.analysis import analyze as ws_analyze
 from weightspectra.analysis import describe as ws_describe
 from weightspectra.errors import InputError, MissingDependencyError, OptionError
@@ -32,23 +33,30 @@ from weightspectra.report.results import LayerResult, Report
 if TYPE_CHECKING:
     import pandas as pd
 
-#: Columns of ``details``, in the peer's order (extra columns of ours follow them).
-DETAILS_COLUMNS = (
-    "layer_id", "name", "longname", "layer_type", "N", "M", "Q", "rf", "num_evals", "has_esd",
-    "alpha", "alpha_weighted", "log_alpha_norm", "log_norm", "log_spectral_norm", "stable_rank",
-    "lambda_max", "norm", "spectral_norm", "sv_max", "sv_min", "matrix_rank", "rank_loss",
-    "weak_rank_loss", "entropy", "xmin", "xmax", "D", "sigma", "num_pl_spikes", "status",
-    "warning",
-)
+#: Columns only the facade has, at their position among the peer's columns: the peer's short
+#: ``name`` (ours becomes ``longname``), whether the ESD is kept, and the peer's ``status``.
+_FACADE_ONLY = {"longname": 2, "has_esd": 9, "status": 30}
+
+
+def _details_columns() -> tuple[str, ...]:
+    cols = list(schema.peer_columns())
+    for name, position in sorted(_FACADE_ONLY.items(), key=lambda item: item[1]):
+        cols.insert(position, name)
+    return tuple(cols)
+
+
+#: Columns of ``details``, in the peer's order (extra columns of ours follow them); derived
+#: from the ``peer`` positions of :mod:`weightspectra.schema`.
+DETAILS_COLUMNS = _details_columns()
 #: Columns of ``describe()``.
 DESCRIBE_COLUMNS = ("layer_id", "name", "longname", "layer_type", "N", "M", "Q", "rf",
                     "num_evals")
 #: The peer's warning thresholds on α (its whole warning vocabulary, see :func:`peer_warning`).
 PEER_OVER_TRAINED = 2.0
 PEER_UNDER_TRAINED = 6.0
-#: Keys of ``get_summary()`` (``mp_softrank`` only when the MP fit ran).
-SUMMARY_KEYS = ("log_norm", "alpha", "alpha_weighted", "log_alpha_norm", "log_spectral_norm",
-                "stable_rank", "mp_softrank")
+#: Keys of ``get_summary()``: the summary columns of :mod:`weightspectra.schema`
+#: (``mp_softrank`` only when the MP fit ran).
+SUMMARY_KEYS = schema.summary_columns()
 #: Our row columns that are not metrics, left out of ``details``.
 _NOT_DETAILS = {"reason", "status"}
 
@@ -381,18 +389,17 @@ class WeightWatcher:
             raise InputError("get_ESD needs layer=<layer_id or name>; see get_details()")
         chosen = self._model(model)
         report = self.report
-        if report is None or model is not None:
+        stale = random and report is not None and not report.option("randomize", False)
+        if report is None or model is not None or stale:
+            # no analysis yet, another model, or one that kept no shuffled ESD: analyse now
             options, _ = self._options(chosen, kwargs)
-            report = ws_analyze(chosen, options)
+            report = ws_analyze(chosen, options.replace(randomize=options.randomize or random))
         row = self._find(report, layer, peer_layer_ids(chosen))
         if random:
-            from weightspectra.report.plots import randomized_evals
-
-            rand = randomized_evals(row)
-            if rand is None:
-                raise InputError(f"layer {row.name!r} has no randomised eigenvalues; analyse "
-                                 "with randomize=True first")
-            return rand
+            if row.rand_evals is None:
+                raise InputError(f"layer {row.name!r} has no randomised eigenvalues (its "
+                                 "matrix could not be shuffled)")
+            return np.array(row.rand_evals)
         if row.evals is None:
             raise InputError(f"layer {row.name!r} was analysed without keeping its eigenvalues")
         return np.array(row.evals)

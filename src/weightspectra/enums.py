@@ -81,10 +81,56 @@ class Parallel(str, Enum):
     THREADS = "threads"
 
 
-
-
 class BootstrapMethod(str, Enum):
     """Resampling scheme of the bootstrap interval of α (see :mod:`weightspectra.fitting.uncertainty`)."""
 
     TAIL = "tail"
     FULL = "full"
+
+
+class Status(str, Enum):
+    """What happened to a layer."""
+
+    OK = "ok"  # spectrum computed (its fit may still have failed: see `warning`)
+    SKIPPED = "skipped"  # not analysed, by rule or option (reason says which)
+    FAILED = "failed"  # analysis attempted and impossible (reason says why)
+    PLANNED = "planned"  # `describe`: would be analysed, nothing computed
+
+
+class Reason(str, Enum):
+    """Why a row is skipped or failed, as a code (the row's ``reason`` says it in words).
+
+    Renderers group rows by these codes; they never search the prose.
+    """
+
+    NONE = ""
+    TIED = "tied"  # shares its storage with an earlier tensor
+    BUFFER = "buffer"  # not floating point: ids, masks, counters
+    NOT_MATRIX = "not-matrix"  # 0-D or 1-D: a bias or a norm scale
+    BIAS = "bias"  # named like a bias
+    PARAMETRIZATION = "parametrization"  # a factor of a parametrised weight (weight norm, ...)
+    UNKNOWN_TYPE = "unknown-type"  # no layer type could be given to it
+    BAD_SHAPE = "bad-shape"  # its shape does not fit its layer type
+    NOT_SELECTED = "not-selected"  # left out by the ``layers`` option
+    EXCLUDED = "excluded"  # dropped by the ``exclude`` option
+    TOO_FEW_EVALS = "too-few-evals"  # fewer than ``min_evals`` eigenvalues
+    TOO_MANY_EVALS = "too-many-evals"  # M above ``max_evals``
+    READ_ERROR = "read-error"  # the tensor could not be read
+    BAD_VALUES = "bad-values"  # NaN/Inf, all zeros, or a Gram matrix unusable in the precision
+    INTERNAL = "internal-error"  # an unexpected error inside one layer (a bug: please report)
+
+    @property
+    def routine(self) -> str:
+        """How the summary counts rows of this code when they are routine ('' when each such
+        row is listed with its reason instead)."""
+        return _ROUTINE.get(self, "")
+
+
+_ROUTINE = {
+    Reason.NOT_MATRIX: "biases and norm scales (1-D)",
+    Reason.BIAS: "biases and norm scales (1-D)",
+    Reason.BUFFER: "non-float buffers",
+    Reason.NOT_SELECTED: "not selected by --layers",
+    Reason.EXCLUDED: "excluded by --exclude",
+    Reason.PARAMETRIZATION: "parametrisation factors (their weight is analysed)",
+}

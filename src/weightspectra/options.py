@@ -1,15 +1,22 @@
-"""Analysis options: enums built from user strings, and one frozen, validated options object."""
+"""Analysis options: one frozen, validated object holding every option of an analysis.
+
+Each field of :class:`Options` declares, in its metadata, its one-line help and how the command
+line spells it; the CLI builds its flags from these declarations (:func:`option_specs`), so an
+option is added in one place. Enums live in :mod:`weightspectra.enums`.
+"""
 
 from __future__ import annotations
 
+import math
 import os
 import re
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, fields, replace
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import Field, dataclass, field, fields, replace
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from weightspectra.enums import (
+    BootstrapMethod,
     Device,
     EigenMethod,
     LayerType,
@@ -18,9 +25,81 @@ from weightspectra.enums import (
     parse_enum,
 )
 from weightspectra.errors import OptionError
+from weightspectra.fitting.fingers import FINGERS_ALPHA_DROP, MAX_FINGERS
+from weightspectra.fitting.mp import TW_MULTIPLIER
+from weightspectra.fitting.tpl import P_THRESHOLD
+from weightspectra.fitting.uncertainty import BOOTSTRAP_REPLICATES, CI_LEVEL
 
-if TYPE_CHECKING:
-    from weightspectra.metrics.diagnostics import DiagnosticsConfig
+__all__ = [
+    "Device",
+    "EigenMethod",
+    "LayerType",
+    "OptionSpec",
+    "Options",
+    "Parallel",
+    "Precision",
+    "option_specs",
+    "parse_enum",
+    "selects",
+]
+
+
+@dataclass(frozen=True)
+class OptionSpec:
+    """How one option is shown to users (the CLI flag and its help).
+
+    Attributes
+    ----------
+    name : str
+        Field name of :class:`Options`.
+    help : str
+        One-line help.
+    kind : str
+        ``"bool"``, ``"int"``, ``"float"``, ``"str"``, ``"enum"`` or ``"selector"`` (a list of
+        layer ids, types or name patterns).
+    flag : str
+        Command-line flag (``--no-...`` for a switch that is on by default).
+    default : object
+        The default value.
+    choices : tuple of str
+        Valid values of an enum option.
+    describe : bool
+        Also offered by ``weightspectra describe`` (options that change the plan).
+    """
+
+    name: str
+    help: str
+    kind: str
+    flag: str
+    default: Any
+    choices: tuple[str, ...] = ()
+    describe: bool = False
+
+
+def _meta(
+    help: str,
+    *,
+    kind: str,
+    flag: str = "",
+    enum: type[Enum] | None = None,
+    describe: bool = False,
+) -> dict[str, Any]:
+    """The metadata of an :class:`Options` field: its help and how the CLI offers it."""
+    return {"help": help, "kind": kind, "flag": flag, "enum": enum, "describe": describe}
+
+
+def _check(ok: bool, name: str, expected: str, value: object) -> None:
+    if not ok:
+        raise OptionError(f"{name} must be {expected}, got {value!r}")
+
+
+def _is_real(value: object) -> bool:
+    return isinstance(value, float | int) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
 
 @dataclass(frozen=True)
 class Options:
@@ -68,50 +147,298 @@ class Options:
         long), or ``"auto"``: processes where fork is available and spectra are computed on the
         CPU, threads otherwise (a GPU is shared by threads, never forked).
     cache : str or path-like, optional
-        Folder where each layer's result is stored, keyed by the tensor's content and the options
-        that affect it; a rerun with the same folder recomputes nothing already stored.
-    diagnostics : DiagnosticsConfig, optional
-        Random-matrix diagnostics (MP fit, phases, traps, error bars, ...; see
-        ``docs/diagnostics.md``). Its fields may also be given directly as options:
-        ``Options.from_kwargs(randomize=True, seed=3)``. Default: MP fit and phases on,
-        everything costly off.
+        Folder where each layer's result is stored, keyed by the tensor's content, the options
+        that affect it and the report's columns; a rerun with the same folder recomputes nothing
+        already stored.
+    mp_fit : bool, default True
+        Fit the Marchenko–Pastur law (cost O(n) after the eigenvalues; needed for phases and
+        fingers).
+    tw_multiplier : float, default 3.0
+        Spikes are eigenvalues above λ₊ + tw_multiplier × Tracy–Widom scale.
+    mp_max_ks : float, default 0.05
+        The MP bulk "fits" when its KS distance is ≤ mp_max_ks + 2/n.
+    spike_rel_gap : float, default 0.1
+        An eigenvalue above λ₊·(1 + spike_rel_gap) is "well beyond" the edge (a spike, not
+        bleeding-out).
+    bulk_decay_share : float, default 0.05
+        Share of eigenvalues beyond the edge from which the phase is bulk-decay.
+    heavy_share : float, default 0.1
+        Share beyond the edge from which the MP law no longer describes the ESD (heavy-tailed
+        if the power law also fits). Must be ≥ ``bulk_decay_share``.
+    rank_collapse_share : float, default 0.1
+        Share of numerically zero eigenvalues from which the phase is rank-collapse.
+    heavy_alpha_max : float, default 6.0
+        Largest α of a heavy-tailed phase.
+    over_trained_alpha, under_trained_alpha, spurious_alpha : float, default 2, 6, 8
+        α thresholds of the warnings (``1 < over < under ≤ spurious``); they also colour the
+        HTML table and shade the plots.
+    min_tail : int or None, default None
+        Fits with a tail shorter than this are ``spurious-fit`` (None: 10).
+    randomize : bool, default False
+        Shuffle each matrix (seeded) for correlation traps and ``rand_distance``: one more
+        eigenvalue computation per layer, on the same backend and precision. The shuffled ESD is
+        kept in each row (``LayerResult.rand_evals``) for plots and the peer facade.
+    seed : int, default 0
+        Seed of the shuffle and of the bootstrap (≥ 0).
+    bootstrap : int, default 0
+        Bootstrap replicates for the α interval; 0 turns it off, else ≥ 10.
+    bootstrap_method : {"full", "tail"}, default "full"
+        Resampling scheme (see :mod:`weightspectra.fitting.uncertainty`).
+    ci_level : float, default 0.9
+        Nominal coverage of the interval.
+    fingers : bool, default False
+        Apply the fingers fix (only MP outliers may be removed).
+    max_fingers : int, default 10
+        Largest number of top eigenvalues the fingers fix tries.
+    fingers_alpha_drop : float, default 0.5
+        α decrease that makes a removal worthwhile.
+    compare_fits : bool, default False
+        Fit the truncated power law and run the likelihood-ratio comparisons.
+    p_threshold : float, default 0.05
+        Significance level of the comparisons.
+    detx : bool, default True
+        Compute the detX / ERG columns (O(n)).
+    collapse_z : float, default 3.5
+        Robust z-score below which a layer's log spectral norm is "collapsed" (model level).
+    collapse_decades : float, default 0.5
+        ... and how many decades below its group's median it must also lie.
+    collapse_min_group : int, default 3
+        Smallest group (same type and shape) in which scale collapse is judged (≥ 2).
+
+    Raises
+    ------
+    OptionError
+        On any value of the wrong type or out of range; the message says which and the fix.
+
+    Examples
+    --------
+    >>> Options(randomize=True, seed=3).replace(over_trained_alpha=1.5).over_trained_alpha
+    1.5
     """
 
-    layers: tuple[int | str | LayerType, ...] | None = None
-    exclude: tuple[int | str | LayerType, ...] = ()
-    min_evals: int = 8
-    max_evals: int | None = None
-    pool: bool = True
-    normalize: bool = False
-    conv_scaling: bool = True
-    split_fused_qkv: bool = False
-    eig_method: EigenMethod = EigenMethod.GRAM
-    precision: Precision = Precision.FLOAT64
-    device: Device = Device.CPU
-    workers: int = 1
-    parallel: Parallel = Parallel.AUTO
-    cache: str | None = None
-    diagnostics: DiagnosticsConfig | None = None
+    layers: tuple[int | str | LayerType, ...] | None = field(
+        default=None,
+        metadata=_meta(
+            "keep only these layers: ids, types (dense, conv2d, embedding, ...) or name "
+            "regexes, comma-separated; repeatable",
+            kind="selector",
+            describe=True,
+        ),
+    )
+    exclude: tuple[int | str | LayerType, ...] = field(
+        default=(),
+        metadata=_meta(
+            "drop these layers (same forms as --layers)", kind="selector", describe=True
+        ),
+    )
+    min_evals: int = field(
+        default=8, metadata=_meta("skip smaller ESDs (default: 8)", kind="int", describe=True)
+    )
+    max_evals: int | None = field(
+        default=None, metadata=_meta("skip layers with larger M", kind="int", describe=True)
+    )
+    pool: bool = field(
+        default=True,
+        metadata=_meta(
+            "one row per convolution kernel position instead of a pooled ESD",
+            kind="bool",
+            describe=True,
+        ),
+    )
+    normalize: bool = field(
+        default=False,
+        metadata=_meta(
+            "eigenvalues of WᵀW/N (theory convention); changes every norm",
+            kind="bool",
+            describe=True,
+        ),
+    )
+    conv_scaling: bool = field(
+        default=True,
+        metadata=_meta(
+            "do not scale convolution slices by √(1/2) (pooled) or √(rf/2) as the peer does",
+            kind="bool",
+            describe=True,
+        ),
+    )
+    split_fused_qkv: bool = field(
+        default=False,
+        metadata=_meta(
+            "split fused attention projections (GPT-2 c_attn) into Q, K, V",
+            kind="bool",
+            flag="--split-qkv",
+            describe=True,
+        ),
+    )
+    eig_method: EigenMethod = field(
+        default=EigenMethod.GRAM,
+        metadata=_meta("gram (fast, default) or svd (exact, slow)", kind="enum", enum=EigenMethod),
+    )
+    precision: Precision = field(
+        default=Precision.FLOAT64,
+        metadata=_meta(
+            "precision of the eigenvalue computation (default: float64)",
+            kind="enum",
+            enum=Precision,
+        ),
+    )
+    device: Device = field(
+        default=Device.CPU,
+        metadata=_meta(
+            "cpu (numpy), cuda (torch on a GPU) or auto (GPU if present)", kind="enum", enum=Device
+        ),
+    )
+    workers: int = field(
+        default=1,
+        metadata=_meta(
+            "tensors analysed in parallel; BLAS threads are split so that workers × threads ≤ "
+            "cores (default: 1)",
+            kind="int",
+        ),
+    )
+    parallel: Parallel = field(
+        default=Parallel.AUTO,
+        metadata=_meta(
+            "how --workers run: forked processes (scale on small layers too; Linux), "
+            "threads, or auto (processes where possible; threads with a GPU)",
+            kind="enum",
+            enum=Parallel,
+        ),
+    )
+    cache: str | None = field(
+        default=None,
+        metadata=_meta(
+            "store each layer's result in DIR; a rerun (e.g. after an interruption) "
+            "recomputes only what is missing",
+            kind="str",
+        ),
+    )
+    mp_fit: bool = field(
+        default=True, metadata=_meta("skip the Marchenko–Pastur fit and the phases", kind="bool")
+    )
+    tw_multiplier: float = field(
+        default=TW_MULTIPLIER,
+        metadata=_meta("spikes lie above λ₊ + this × the Tracy–Widom scale", kind="float"),
+    )
+    mp_max_ks: float = field(
+        default=0.05, metadata=_meta("largest KS distance of an MP bulk that fits", kind="float")
+    )
+    spike_rel_gap: float = field(
+        default=0.1,
+        metadata=_meta(
+            "eigenvalues above λ₊·(1 + this) are spikes, not bleeding-out", kind="float"
+        ),
+    )
+    bulk_decay_share: float = field(
+        default=0.05,
+        metadata=_meta("share beyond the MP edge from which the phase is bulk-decay", kind="float"),
+    )
+    heavy_share: float = field(
+        default=0.10,
+        metadata=_meta(
+            "share beyond the MP edge from which the phase may be heavy-tailed", kind="float"
+        ),
+    )
+    rank_collapse_share: float = field(
+        default=0.10,
+        metadata=_meta(
+            "share of zero eigenvalues from which the phase is rank-collapse", kind="float"
+        ),
+    )
+    heavy_alpha_max: float = field(
+        default=6.0, metadata=_meta("largest α of a heavy-tailed phase", kind="float")
+    )
+    over_trained_alpha: float = field(
+        default=2.0,
+        metadata=_meta("α below this is flagged over-trained (and coloured so)", kind="float"),
+    )
+    under_trained_alpha: float = field(
+        default=6.0,
+        metadata=_meta("α above this is flagged under-trained (and coloured so)", kind="float"),
+    )
+    spurious_alpha: float = field(
+        default=8.0, metadata=_meta("α above this is a spurious fit", kind="float")
+    )
+    min_tail: int | None = field(
+        default=None,
+        metadata=_meta("fits with a shorter tail are spurious (default 10)", kind="int"),
+    )
+    randomize: bool = field(
+        default=False,
+        metadata=_meta(
+            "shuffle each matrix (seeded) to find correlation traps; one more eigenvalue "
+            "computation per layer",
+            kind="bool",
+        ),
+    )
+    seed: int = field(
+        default=0, metadata=_meta("seed of every random step (default 0)", kind="int")
+    )
+    bootstrap: int = field(
+        default=0,
+        metadata=_meta(
+            "B bootstrap refits for an α interval (default 0: off; costs B fits per layer)",
+            kind="int",
+        ),
+    )
+    bootstrap_method: BootstrapMethod = field(
+        default=BootstrapMethod.FULL,
+        metadata=_meta("resampling scheme of the bootstrap", kind="enum", enum=BootstrapMethod),
+    )
+    ci_level: float = field(
+        default=CI_LEVEL, metadata=_meta("coverage of the bootstrap interval", kind="float")
+    )
+    fingers: bool = field(
+        default=False,
+        metadata=_meta("try removing outlying top eigenvalues (fingers)", kind="bool"),
+    )
+    max_fingers: int = field(
+        default=MAX_FINGERS,
+        metadata=_meta("most top eigenvalues the fingers fix tries", kind="int"),
+    )
+    fingers_alpha_drop: float = field(
+        default=FINGERS_ALPHA_DROP,
+        metadata=_meta("α decrease that makes a fingers removal worthwhile", kind="float"),
+    )
+    compare_fits: bool = field(
+        default=False,
+        metadata=_meta(
+            "likelihood-ratio tests of the power law against exponential, log-normal and "
+            "truncated power law",
+            kind="bool",
+        ),
+    )
+    p_threshold: float = field(
+        default=P_THRESHOLD, metadata=_meta("significance level of the comparisons", kind="float")
+    )
+    detx: bool = field(default=True, metadata=_meta("skip the detX / ERG columns", kind="bool"))
+    collapse_z: float = field(
+        default=3.5,
+        metadata=_meta(
+            "robust z-score below which a layer's spectral norm is collapsed", kind="float"
+        ),
+    )
+    collapse_decades: float = field(
+        default=0.5,
+        metadata=_meta("decades below its group's median a collapsed layer must lie", kind="float"),
+    )
+    collapse_min_group: int = field(
+        default=3,
+        metadata=_meta(
+            "smallest group of same-shaped layers judged for scale collapse", kind="int"
+        ),
+    )
 
     def __post_init__(self) -> None:
-        from weightspectra.metrics.diagnostics import DiagnosticsConfig
-
         set_ = object.__setattr__
-        if self.diagnostics is None:
-            set_(self, "diagnostics", DiagnosticsConfig())
-        elif not isinstance(self.diagnostics, DiagnosticsConfig):
-            raise OptionError(
-                f"diagnostics must be a DiagnosticsConfig, got {type(self.diagnostics).__name__}; "
-                "or pass its fields (randomize=True, seed=1, ...) as options"
-            )
         if self.layers is not None:
             set_(self, "layers", _as_selector(self.layers, "layers"))
         set_(self, "exclude", _as_selector(self.exclude, "exclude"))
-        set_(self, "eig_method", parse_enum(EigenMethod, self.eig_method, "eig_method"))
-        set_(self, "precision", parse_enum(Precision, self.precision, "precision"))
-        set_(self, "device", parse_enum(Device, self.device, "device"))
-        set_(self, "parallel", parse_enum(Parallel, self.parallel, "parallel"))
-        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:
+        for f in fields(self):
+            enum = f.metadata.get("enum")
+            if enum is not None:
+                set_(self, f.name, parse_enum(enum, getattr(self, f.name), f.name))
+        if not _is_int(self.workers) or self.workers < 1:
             raise OptionError(
                 f"workers must be a positive integer (tensors analysed in parallel), got "
                 f"{self.workers!r}; use workers=1 for a serial run"
@@ -122,63 +449,153 @@ class Options:
                     f"cache must be a folder path (str or path-like) or None, got {self.cache!r}"
                 )
             set_(self, "cache", os.fspath(self.cache))
+        for f in fields(self):
+            if f.metadata.get("kind") == "bool":
+                value = getattr(self, f.name)
+                _check(isinstance(value, bool), f.name, "True or False", value)
+        self._check_sizes()
+        self._check_thresholds()
+
+    def _check_sizes(self) -> None:
         for name in ("min_evals", "max_evals"):
             value = getattr(self, name)
             if value is None and name == "max_evals":
                 continue
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise OptionError(f"{name} must be a positive integer, got {value!r}")
+            _check(_is_int(value) and value >= 1, name, "a positive integer", value)
         if self.max_evals is not None and self.max_evals < self.min_evals:
             raise OptionError(
                 f"max_evals={self.max_evals} is below min_evals={self.min_evals}; "
                 "raise max_evals or lower min_evals"
             )
-        for name in ("pool", "normalize", "conv_scaling", "split_fused_qkv"):
-            if not isinstance(getattr(self, name), bool):
-                raise OptionError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        if self.min_tail is not None:
+            _check(
+                _is_int(self.min_tail) and self.min_tail >= 2,
+                "min_tail",
+                "None or an integer ≥ 2",
+                self.min_tail,
+            )
+        _check(_is_int(self.seed) and self.seed >= 0, "seed", "an integer ≥ 0", self.seed)
+        _check(
+            _is_int(self.bootstrap) and (self.bootstrap == 0 or self.bootstrap >= 10),
+            "bootstrap",
+            f"0 (off) or an integer ≥ 10, e.g. {BOOTSTRAP_REPLICATES}",
+            self.bootstrap,
+        )
+        _check(
+            _is_int(self.max_fingers) and self.max_fingers >= 1,
+            "max_fingers",
+            "a positive integer",
+            self.max_fingers,
+        )
+        _check(
+            _is_int(self.collapse_min_group) and self.collapse_min_group >= 2,
+            "collapse_min_group",
+            "an integer ≥ 2",
+            self.collapse_min_group,
+        )
+
+    def _check_thresholds(self) -> None:
+        for name in ("tw_multiplier", "fingers_alpha_drop", "collapse_z"):
+            value = getattr(self, name)
+            _check(_is_real(value) and value > 0, name, "a positive finite number", value)
+        for name in ("spike_rel_gap", "collapse_decades"):
+            value = getattr(self, name)
+            _check(_is_real(value) and value >= 0, name, "a finite number ≥ 0", value)
+        for name in (
+            "mp_max_ks",
+            "bulk_decay_share",
+            "heavy_share",
+            "rank_collapse_share",
+            "ci_level",
+            "p_threshold",
+        ):
+            value = getattr(self, name)
+            _check(_is_real(value) and 0 < value < 1, name, "a number in (0, 1)", value)
+        if self.heavy_share < self.bulk_decay_share:
+            raise OptionError(
+                f"heavy_share={self.heavy_share} is below bulk_decay_share="
+                f"{self.bulk_decay_share}; raise heavy_share or lower bulk_decay_share"
+            )
+        for name in (
+            "heavy_alpha_max",
+            "over_trained_alpha",
+            "under_trained_alpha",
+            "spurious_alpha",
+        ):
+            value = getattr(self, name)
+            _check(_is_real(value) and value > 1, name, "a finite number > 1", value)
+        if not self.over_trained_alpha < self.under_trained_alpha <= self.spurious_alpha:
+            raise OptionError(
+                "expected over_trained_alpha < under_trained_alpha ≤ spurious_alpha, got "
+                f"{self.over_trained_alpha}, {self.under_trained_alpha}, {self.spurious_alpha}"
+            )
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> Options:
-        """Build options from keyword arguments; an unknown keyword fails with the valid ones.
-
-        Fields of :class:`~weightspectra.metrics.diagnostics.DiagnosticsConfig` (``mp_fit``,
-        ``randomize``, ``seed``, ``bootstrap``, ...) are accepted here too.
-        """
+        """Build options from keyword arguments; an unknown keyword fails with the valid ones."""
         return cls().replace(**kwargs)
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Options:
+        """Options from :meth:`to_dict`'s form (a report's ``options``); keys this version
+        does not know are ignored (a report written by another version)."""
+        own = {f.name for f in fields(cls)}
+        values: dict[str, Any] = {
+            k: (tuple(v) if isinstance(v, (list, tuple)) else v)
+            for k, v in data.items()
+            if k in own
+        }
+        return cls(**values)
+
     def replace(self, **changes: Any) -> Options:
-        """Return a copy with ``changes`` applied (validated again); diagnostics fields are
-        routed into :attr:`diagnostics`."""
+        """Return a copy with ``changes`` applied (validated again).
+
+        Raises
+        ------
+        OptionError
+            On an unknown option (the message lists the valid ones) or an invalid value.
+        """
         own = {f.name for f in fields(self)}
-        diag_fields = {f.name for f in fields(self.diagnostics)} if self.diagnostics else set()
-        unknown = sorted(set(changes) - own - diag_fields)
+        unknown = sorted(set(changes) - own)
         if unknown:
             raise OptionError(
                 f"unknown option(s) {', '.join(unknown)}; valid options are "
-                f"{', '.join(sorted(own | diag_fields))}"
+                f"{', '.join(sorted(own))}"
             )
-        diag = {k: v for k, v in changes.items() if k in diag_fields and k not in own}
-        mine = {k: v for k, v in changes.items() if k in own}
-        if diag and self.diagnostics is not None:
-            mine.setdefault("diagnostics", replace(self.diagnostics, **diag))
-        return replace(self, **mine)
+        return replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain, JSON-ready form of the options (used in reports and cache keys)."""
         out: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name == "diagnostics" and value is not None:
-                value = {
-                    d.name: (v.value if isinstance(v := getattr(value, d.name), Enum) else v)
-                    for d in fields(value)
-                }
-            elif isinstance(value, Enum):
+            if isinstance(value, Enum):
                 value = value.value
             elif isinstance(value, tuple):
                 value = [v.value if isinstance(v, Enum) else v for v in value]
             out[f.name] = value
         return out
+
+
+def _spec(f: Field[Any]) -> OptionSpec:
+    meta = f.metadata
+    default = f.default
+    flag = meta["flag"] or ("--no-" if default is True else "--") + f.name.replace("_", "-")
+    enum = meta.get("enum")
+    return OptionSpec(
+        name=f.name,
+        help=meta["help"],
+        kind=meta["kind"],
+        flag=flag,
+        default=default.value if isinstance(default, Enum) else default,
+        choices=tuple(str(m.value) for m in enum) if enum is not None else (),
+        describe=meta["describe"],
+    )
+
+
+def option_specs() -> tuple[OptionSpec, ...]:
+    """How every option is offered on the command line, in declaration order."""
+    return tuple(_spec(f) for f in fields(Options))
 
 
 def _as_selector(

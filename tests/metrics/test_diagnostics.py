@@ -3,21 +3,21 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import numpy as np
 import pytest
 
+from weightspectra.core.eigen import shuffled_entries
+from weightspectra.enums import BootstrapMethod
 from weightspectra.errors import OptionError
 from weightspectra.fitting.powerlaw import FitError, PowerLawFit, fit_power_law
-from weightspectra.fitting.uncertainty import BootstrapMethod
 from weightspectra.metrics.diagnostics import (
     DIAGNOSTIC_COLUMNS,
-    DiagnosticsConfig,
     detx,
     layer_diagnostics,
     rand_distance,
 )
+from weightspectra.options import Options
 
 
 def raw_evals(w: np.ndarray) -> np.ndarray:
@@ -26,24 +26,27 @@ def raw_evals(w: np.ndarray) -> np.ndarray:
 
 
 def diagnose(
-    w: np.ndarray, config: DiagnosticsConfig | None = None, normalized: bool = False
+    w: np.ndarray, config: Options | None = None, normalized: bool = False
 ) -> dict[str, float | int | str | None]:
+    config = config or Options()
     N, M = max(w.shape), min(w.shape)
     evals = raw_evals(w) / (N if normalized else 1)
     try:
         fit, err = fit_power_law(evals), None
     except FitError as exc:
         fit, err = None, str(exc)
-    loader: Callable[[], np.ndarray] = lambda: w  # noqa: E731
+    rand = None
+    if config.randomize:  # as the pipeline does: the shuffled matrix in the same units
+        rand = raw_evals(shuffled_entries(w[None], config.seed)[0]) / (N if normalized else 1)
     return layer_diagnostics(
         evals,
         N,
         M,
         fit=fit,
         fit_error=err,
-        matrix=loader,
+        rand_evals=rand,
         normalized=normalized,
-        config=config or DiagnosticsConfig(),
+        config=config,
     )
 
 
@@ -106,23 +109,23 @@ def test_bleeding_out_and_bulk_decay_from_planted_eigenvalues() -> None:
     w = rng.standard_normal((800, 400))
     evals = np.linalg.eigvalsh(w.T @ w / 800)
     edge = (1 + math.sqrt(0.5)) ** 2
-    cfg = DiagnosticsConfig()
+    cfg = Options()
     bleed = evals.copy()
     bleed[-4:] = edge * np.array([1.03, 1.04, 1.05, 1.06])  # 1 % just beyond the edge
     d = layer_diagnostics(
-        bleed, 800, 400, fit=None, fit_error=None, matrix=None, normalized=True, config=cfg
+        bleed, 800, 400, fit=None, fit_error=None, normalized=True, config=cfg
     )
     assert d["phase"] == "bleeding-out"
     decay = evals.copy()
     decay[-30:] = edge * np.linspace(1.03, 1.5, 30)  # 7.5 % beyond the edge
     d = layer_diagnostics(
-        decay, 800, 400, fit=None, fit_error=None, matrix=None, normalized=True, config=cfg
+        decay, 800, 400, fit=None, fit_error=None, normalized=True, config=cfg
     )
     assert d["phase"] == "bulk-decay"
 
 
 def test_correlation_traps_found_only_with_planted_entries_and_seeded() -> None:
-    cfg = DiagnosticsConfig(randomize=True, seed=4)
+    cfg = Options(randomize=True, seed=4)
     rng = np.random.default_rng(21)
     clean = rng.standard_normal((1000, 500))
     planted = clean.copy()
@@ -133,7 +136,7 @@ def test_correlation_traps_found_only_with_planted_entries_and_seeded() -> None:
     again = diagnose(planted, cfg)
     assert again["max_rand_eval"] == d_planted["max_rand_eval"]
     assert again["rand_distance"] == d_planted["rand_distance"]
-    other = diagnose(planted, DiagnosticsConfig(randomize=True, seed=5))
+    other = diagnose(planted, Options(randomize=True, seed=5))
     assert other["max_rand_eval"] != d_planted["max_rand_eval"]
 
 
@@ -189,23 +192,21 @@ def test_fit_warnings(alpha: float, tail: int, label: str) -> None:
         200,
         fit=fake_fit(alpha, tail),
         fit_error=None,
-        matrix=None,
         normalized=False,
-        config=DiagnosticsConfig(),
+        config=Options(),
     )
     assert d["warning"] == label
 
 
 def test_failed_fit_never_yields_a_number() -> None:
     evals = np.random.default_rng(0).pareto(1.5, 200) + 1.0
-    cfg = DiagnosticsConfig(bootstrap=50, compare_fits=True, fingers=True)
+    cfg = Options(bootstrap=50, compare_fits=True, fingers=True)
     d = layer_diagnostics(
         evals,
         400,
         200,
         fit=None,
         fit_error="only 3 eigenvalues above 1e-05",
-        matrix=None,
         normalized=False,
         config=cfg,
     )
@@ -224,15 +225,14 @@ def test_min_tail_marks_short_tails_spurious() -> None:
         200,
         fit=fake_fit(3.0, 40),
         fit_error=None,
-        matrix=None,
         normalized=False,
-        config=DiagnosticsConfig(min_tail=50),
+        config=Options(min_tail=50),
     )
     assert d["warning"] == "spurious-fit"
 
 
 def test_fingers_do_not_turn_a_gaussian_layer_heavy_tailed() -> None:
-    cfg = DiagnosticsConfig(fingers=True)
+    cfg = Options(fingers=True)
     for seed in range(5):
         d = diagnose(np.random.default_rng(seed).standard_normal((600, 300)), cfg)
         assert d["num_fingers"] == 0
@@ -242,25 +242,14 @@ def test_fingers_do_not_turn_a_gaussian_layer_heavy_tailed() -> None:
 def test_all_columns_present_and_options_reproducible() -> None:
     w = np.random.default_rng(1).standard_normal((500, 250))
     w[0, :] *= 30.0
-    cfg = DiagnosticsConfig(randomize=True, bootstrap=20, compare_fits=True, fingers=True, seed=3)
+    cfg = Options(randomize=True, bootstrap=20, compare_fits=True, fingers=True, seed=3)
     a, b = diagnose(w, cfg), diagnose(w, cfg)
     assert list(a) == list(DIAGNOSTIC_COLUMNS)
     assert a == b
     assert a["alpha_ci_low"] is not None and a["best_fit"] is not None
 
 
-def test_randomize_needs_a_matrix() -> None:
-    with pytest.raises(OptionError, match="needs the layer's matrix"):
-        layer_diagnostics(
-            np.ones(10),
-            10,
-            10,
-            fit=None,
-            fit_error=None,
-            matrix=None,
-            normalized=True,
-            config=DiagnosticsConfig(randomize=True),
-        )
+def test_n_must_be_the_larger_side() -> None:
     with pytest.raises(OptionError, match="N ≥ M"):
         layer_diagnostics(
             np.ones(10),
@@ -268,9 +257,8 @@ def test_randomize_needs_a_matrix() -> None:
             10,
             fit=None,
             fit_error=None,
-            matrix=None,
             normalized=True,
-            config=DiagnosticsConfig(),
+            config=Options(),
         )
 
 
@@ -302,8 +290,8 @@ def test_randomize_needs_a_matrix() -> None:
 )
 def test_bad_config_values_raise(kwargs: dict[str, object], match: str) -> None:
     with pytest.raises(OptionError, match=match):
-        DiagnosticsConfig(**kwargs)  # type: ignore[arg-type]
+        Options(**kwargs)  # type: ignore[arg-type]
 
 
 def test_config_parses_enum_strings() -> None:
-    assert DiagnosticsConfig(bootstrap_method="TAIL").bootstrap_method == BootstrapMethod.TAIL
+    assert Options(bootstrap_method="TAIL").bootstrap_method == BootstrapMethod.TAIL

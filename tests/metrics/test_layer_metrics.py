@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 
 from weightspectra.core.eigen import layer_eigenvalues
-from weightspectra.fitting.powerlaw import fit_power_law
+from weightspectra.fitting.powerlaw import PowerLawFit, fit_power_law
 from weightspectra.metrics.layer import (
+    WEAK_RANK_TOLERANCE,
     entropy,
     fit_metrics,
+    log10_power_sum,
     matrix_rank,
     norm_metrics,
 )
@@ -73,3 +75,56 @@ def test_summary_excludes_failed_fits_and_counts_them() -> None:
     assert s["alpha"] == 3.0  # the peer would average in -1 for the failed fit
     assert s["log_norm"] == 3.0
     assert (s["num_layers"], s["num_fit_failed"], s["num_skipped"], s["num_failed"]) == (3, 1, 1, 1)
+
+
+def test_weak_rank_loss_counts_eigenvalues_below_the_peer_tolerance() -> None:
+    # The peer's definition (docs/metrics.md): eigenvalues strictly below 1e-6, all of the ESD.
+    assert WEAK_RANK_TOLERANCE == 1e-6
+    evals = np.array([0.0, 1e-12, 9.99e-7, 1e-6, 5e-6, 1.1e-5, 0.3, 2.0])
+    m = norm_metrics(evals, 10, 8, exact=True)
+    assert m["weak_rank_loss"] == 3  # 0, 1e-12 and 9.99e-7; not 1e-6 itself, nor 5e-6
+    assert m["weak_rank_loss"] == sum(1 for v in evals if v < 1e-6)
+
+
+def _fit(alpha: float, evals: np.ndarray) -> PowerLawFit:
+    return PowerLawFit(
+        alpha=alpha,
+        xmin=float(evals[0]),
+        xmax=float(evals[-1]),
+        D=0.1,
+        sigma=1.0,
+        num_pl_spikes=evals.size,
+        num_fit_evals=evals.size,
+        small_sample=False,
+    )
+
+
+@pytest.mark.parametrize("value", [0.25, 4.0, 1.0])
+@pytest.mark.parametrize("alpha", [3.5e15, 1e300, 2.0])
+def test_fit_metrics_never_raise_on_under_or_overflow(value: float, alpha: float) -> None:
+    # Σλ^α of 32 equal eigenvalues underflows to 0 (λ < 1) or overflows (λ > 1) in floating
+    # point for a huge α; the closed form is log10(32) + α·log10(λ).
+    evals = np.full(32, value)
+    with np.errstate(all="ignore"):
+        direct = float(np.sum(evals**alpha))
+    if alpha > 1e10 and value != 1.0:
+        assert direct in (0.0, math.inf)  # the naive sum is unusable: the case is real
+    m = fit_metrics(evals, _fit(alpha, evals))
+    expected = math.log10(32) + alpha * math.log10(value)
+    assert math.isfinite(m["log_alpha_norm"])
+    assert m["log_alpha_norm"] == pytest.approx(expected, rel=1e-12, abs=1e-12)
+    assert m["alpha_weighted"] == pytest.approx(alpha * math.log10(value), rel=1e-12, abs=0)
+
+
+def test_log10_power_sum_matches_direct_sum_and_handles_zeros(rng: np.random.Generator) -> None:
+    evals = np.r_[np.zeros(5), rng.uniform(0.01, 30.0, 200)]
+    for alpha in (1.5, 3.0, 7.25):
+        direct = math.log10(sum(float(v) ** alpha for v in evals))
+        assert log10_power_sum(evals, alpha) == pytest.approx(direct, rel=1e-13)
+    assert log10_power_sum(np.zeros(4), 2.0) == -math.inf
+
+
+def test_norm_metrics_of_zero_norm_give_minus_inf_not_an_error() -> None:
+    m = norm_metrics(np.zeros(8), 8, 8, exact=True)
+    assert m["log_norm"] == -math.inf and m["log_spectral_norm"] == -math.inf
+    assert math.isnan(float(m["stable_rank"]))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import re
 import warnings
 
 import numpy as np
@@ -220,6 +221,11 @@ def test_damage_correlation_and_negative_trace_warning() -> None:
     assert real.spearman > 0.5  # more bits means less damage for every layer
     with pytest.raises(InputError, match="measured has shape"):
         damage_correlation(net, CE, data, tab, measured=np.ones(3))
+    broken = tab.omega().copy()
+    broken[1, 2] = np.inf
+    name, bits = tab.names[1], tab.bits[2]
+    with pytest.raises(InputError, match=rf"layer '{re.escape(name)}' at {bits} bits .* finite"):
+        damage_correlation(net, CE, data, tab, measured=broken)
 
     # Far from a minimum the trace can be negative: warned about, never silently used.
     def concave(out: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

@@ -128,7 +128,7 @@ def test_randomized_panel(report: ws.Report) -> None:
         plots.plot_randomized(row, _fresh())
     assert plots.layer_panels(row) == ["loglog", "linear", "xmin"]
     rand = np.random.default_rng(0).permutation(row.evals) * 0.5
-    with_rand = replace(row, metrics={**row.metrics, "rand_evals": rand.tolist()})
+    with_rand = replace(row, rand_evals=rand)
     assert plots.layer_panels(with_rand)[-1] == "randomized"
     axs = plots.plot_layer(with_rand)
     assert len(axs) == 4 and axs[3].get_title().endswith("real vs randomised ESD")

@@ -111,3 +111,36 @@ def test_folder_without_weights(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(InputError, match=r"holds no \.safetensors"):
         open_model(tmp_path)
+
+
+def test_same_key_in_two_files_names_both(tmp_path: Path, rng: np.random.Generator) -> None:
+    st_numpy.save_file({"a.weight": rng.standard_normal((9, 8))}, str(tmp_path / "one.safetensors"))
+    st_numpy.save_file(
+        {"a.weight": rng.standard_normal((9, 8)), "b.weight": rng.standard_normal((9, 8))},
+        str(tmp_path / "two.safetensors"),
+    )
+    with pytest.raises(
+        CorruptFileError,
+        match=r"'a\.weight' appears in two files of .*: one\.safetensors and two\.safetensors; "
+        r"a folder must hold one checkpoint",
+    ):
+        open_model(tmp_path)
+
+
+def test_fused_experts_in_a_sharded_folder_are_split(
+    tmp_path: Path, rng: np.random.Generator
+) -> None:
+    prefix = "model.layers.0.mlp.experts."
+    gate_up = rng.standard_normal((2, 16, 9)).astype(np.float32)  # (E, 2I, H)
+    st_numpy.save_file({prefix + "gate_up_proj": gate_up}, str(tmp_path / "a.safetensors"))
+    down = rng.standard_normal((2, 9, 8)).astype(np.float32)
+    st_numpy.save_file({prefix + "down_proj": down}, str(tmp_path / "b.safetensors"))
+    entries = {e.key: e for e in open_model(tmp_path).entries}
+    assert entries[prefix + "gate_up_proj"].gate_up is not None
+    assert entries[prefix + "gate_up_proj"].gate_up.dim == 1
+    import weightspectra as ws
+
+    report = ws.analyze(tmp_path)
+    up = report[prefix + "gate_up_proj[expert1.up]"]
+    expected = np.sort(np.linalg.svd(gate_up[1, 8:].astype(np.float64), compute_uv=False) ** 2)
+    np.testing.assert_allclose(up.evals, expected, rtol=1e-5)

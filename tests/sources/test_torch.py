@@ -153,3 +153,137 @@ def test_module_source_keeps_module_order() -> None:
     model.add_module("3", nn.Linear(9, 9))
     keys = [e.key for e in open_model(model).entries if e.layer_type is LayerType.DENSE]
     assert keys == ["0.weight", "1.weight", "10.weight", "3.weight"]
+
+
+def test_same_key_in_two_bin_files_names_both(tmp_path: Path) -> None:
+    """The one policy for shards: a key in two files is an error, never a silent overwrite."""
+    torch.save({"a.weight": torch.randn(9, 8)}, tmp_path / "pytorch_model-00001.bin")
+    torch.save(
+        {"a.weight": torch.randn(9, 8), "b.weight": torch.randn(9, 8)},
+        tmp_path / "pytorch_model-00002.bin",
+    )
+    with pytest.raises(
+        CorruptFileError,
+        match=r"'a\.weight' appears in two files of .*: pytorch_model-00001\.bin and "
+        r"pytorch_model-00002\.bin; a folder must hold one checkpoint",
+    ):
+        open_model(tmp_path)
+
+
+def test_bin_folder_shards_merge_in_model_order(tmp_path: Path) -> None:
+    torch.save({"layers.10.weight": torch.randn(9, 8)}, tmp_path / "pytorch_model-00001.bin")
+    torch.save({"layers.2.weight": torch.randn(9, 8)}, tmp_path / "pytorch_model-00002.bin")
+    keys = [e.key for e in open_model(tmp_path).entries]
+    assert keys == ["layers.2.weight", "layers.10.weight"]
+
+
+def test_torch_file_without_a_torch_suffix_is_recognised(tmp_path: Path) -> None:
+    path = tmp_path / "weights.model"
+    torch.save({"fc.weight": torch.randn(12, 10)}, path)
+    assert [e.key for e in open_model(path).entries] == ["fc.weight"]
+
+
+class Experts(nn.Module):
+    """transformers-5-style fused experts that declare their layout."""
+
+    def __init__(self, transposed: bool, concatenated: bool) -> None:
+        super().__init__()
+        self.is_transposed = transposed
+        self.is_concatenated = concatenated
+        shape = (3, 10, 24) if transposed else (3, 24, 10)  # (E, H, 2I) or (E, 2I, H)
+        self.gate_up_proj = nn.Parameter(torch.randn(*shape))
+        self.down_proj = nn.Parameter(
+            torch.randn(3, 12, 10) if transposed else torch.randn(3, 10, 12)
+        )
+
+
+@pytest.mark.parametrize(
+    ("transposed", "concatenated"),
+    [(False, True), (True, True), (True, False)],
+    ids=["mixtral-(E,2I,H)", "llama4-(E,H,2I)", "gpt-oss-interleaved"],
+)
+def test_module_experts_split_by_their_declared_layout(
+    transposed: bool, concatenated: bool
+) -> None:
+    torch.manual_seed(5)
+    experts = Experts(transposed, concatenated)
+    report = ws.analyze(nn.ModuleDict({"experts": experts}))
+    w = experts.gate_up_proj.detach().numpy().astype(np.float64)
+    for e in range(3):
+        m = w[e]
+        if not transposed:
+            halves = {"gate": m[:12], "up": m[12:]}
+        elif concatenated:
+            halves = {"gate": m[:, :12], "up": m[:, 12:]}
+        else:
+            halves = {"gate": m[:, 0::2], "up": m[:, 1::2]}
+        for part, half in halves.items():
+            row = report[f"experts.gate_up_proj[expert{e}.{part}]"]
+            assert row.layer_type == "moe_experts"
+            expected = np.sort(np.linalg.svd(half, compute_uv=False) ** 2)
+            np.testing.assert_allclose(row.evals, expected, rtol=1e-5)
+    assert report["experts.down_proj[expert2]"].status is ws.Status.OK
+
+
+class GptOssExperts(nn.Module):
+    """GPT-OSS experts as older transformers wrote them: no layout flags, interleaved gate/up."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate_up_proj = nn.Parameter(torch.randn(2, 10, 24))  # (E, H, 2I)
+        self.down_proj = nn.Parameter(torch.randn(2, 12, 10))  # (E, I, H)
+
+
+def test_gpt_oss_experts_without_flags_are_interleaved() -> None:
+    torch.manual_seed(6)
+    experts = GptOssExperts()
+    report = ws.analyze(nn.ModuleDict({"experts": experts}))
+    w = experts.gate_up_proj.detach().numpy().astype(np.float64)
+    up = report["experts.gate_up_proj[expert1.up]"]
+    expected = np.sort(np.linalg.svd(w[1][:, 1::2], compute_uv=False) ** 2)
+    np.testing.assert_allclose(up.evals, expected, rtol=1e-5)
+
+
+def _tiny_transformers_models() -> dict[str, nn.Module]:
+    transformers = pytest.importorskip("transformers", reason="transformers is not a dependency")
+    small = {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2}
+    small |= {"num_key_value_heads": 1, "vocab_size": 64}
+    configs = {
+        "qwen2_moe": transformers.Qwen2MoeConfig(
+            **small,
+            intermediate_size=24,
+            moe_intermediate_size=20,
+            shared_expert_intermediate_size=28,
+            num_experts=3,
+            num_experts_per_tok=2,
+        ),
+        "mixtral": transformers.MixtralConfig(**small, intermediate_size=24, num_local_experts=3),
+        "gpt_oss": transformers.GptOssConfig(
+            **small, intermediate_size=24, num_local_experts=3, head_dim=8
+        ),
+    }
+    torch.manual_seed(7)
+    return {k: transformers.AutoModelForCausalLM.from_config(c) for k, c in configs.items()}
+
+
+def test_real_transformers_moe_models_built_from_configs() -> None:
+    """Tiny random models from transformers' own classes (nothing downloaded)."""
+    for name, model in _tiny_transformers_models().items():
+        module_entries = {e.key: e for e in open_model(model).entries}
+        state_entries = {e.key: e for e in open_model(model.state_dict()).entries}
+        for key, entry in module_entries.items():
+            if "shared_expert" in key and key.endswith("proj.weight"):
+                assert entry.layer_type is LayerType.DENSE, key
+                assert state_entries[key].layer_type is LayerType.DENSE, key
+        (key,) = [k for k in module_entries if k.endswith("experts.gate_up_proj")]
+        split = module_entries[key].gate_up
+        assert split is not None and split.interleaved == (name == "gpt_oss")
+        assert split.dim == (2 if name == "gpt_oss" else 1)
+        assert state_entries[key].gate_up is not None
+        assert state_entries[key].gate_up.dim == split.dim  # same axis from key naming alone
+        report = ws.analyze(model)
+        w = dict(model.named_parameters())[key].detach().numpy().astype(np.float64)[0]
+        gate = w[:, 0::2] if name == "gpt_oss" else w[: w.shape[0] // 2]  # (H, 2I) or (2I, H)
+        row = report[f"{key}[expert0.gate]"]
+        expected = np.sort(np.linalg.svd(gate, compute_uv=False) ** 2)
+        np.testing.assert_allclose(row.evals, expected, rtol=1e-5)

@@ -24,8 +24,8 @@ from functools import partial
 import numpy as np
 
 from weightspectra.core.eigen import SpectrumEngine, lapack_eigvalsh, numpy_spectra
-from weightspectra.errors import OptionError
 from weightspectra.enums import Device
+from weightspectra.errors import OptionError
 
 #: File present on Linux machines with an NVIDIA driver loaded.
 _NVIDIA_PROC = "/proc/driver/nvidia/version"

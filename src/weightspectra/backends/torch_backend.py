@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from weightspectra.core.eigen import SpectrumEngine, check_gram_diagonal
-from weightspectra.errors import LayerError
 from weightspectra.enums import Precision
+from weightspectra.errors import LayerError
 
 #: torch's intra-op thread count when this module was first imported (restored after a run that
 #: changed it, see :func:`weightspectra.backends.torch_threads_kept`).

@@ -14,8 +14,6 @@ from weightspectra.errors import InputError
 KENDALL_EXACT_MAX_N = 40
 
 
-
-
 def ols(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray
         ) -> tuple[float, float, float, float]:
     """Ordinary least-squares line of ``y`` on ``x``.
@@ -66,34 +64,19 @@ def _pair(x: Any, y: Any, min_n: int) -> tuple[np.ndarray, np.ndarray]:
     return xa, ya
 
 
-def _tie_sizes(a: np.ndarray) -> np.ndarray:
-    _, counts = np.unique(a, return_counts=True)
-    return counts[counts > 1].astype(np.float64)
-
-
-def _inversion_counts(n: int) -> list[int]:
-    """How many permutations of n items have k inversions, k = 0 … n(n−1)/2 (exact integers)."""
-    counts = [1]
-    for m in range(2, n + 1):
-        new = [0] * (len(counts) + m - 1)
-        running = 0
-        for k in range(len(new)):
-            running += counts[k] if k < len(counts) else 0
-            if k - m >= 0:
-                running -= counts[k - m]
-            new[k] = running
-        counts = new
-    return counts
-
-
-def kendall_tau(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray
-                ) -> tuple[float, float]:
+def kendall_tau(
+    x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray
+) -> tuple[float, float]:
     """Kendall's τ-b between ``x`` and ``y``, and its two-sided p-value.
 
     τ-b = (C − D) / √((P − Tₓ)(P − T_y)) with C, D the concordant and discordant pairs, P all
     pairs and Tₓ, T_y the pairs tied in x, in y. The p-value is exact (the permutation
-    distribution of the discordant count) without ties and for n ≤ 40, otherwise from the
-    normal approximation with Kendall's tie-corrected variance.
+    distribution of the discordant count) without ties and for n ≤ 40
+    (:data:`KENDALL_EXACT_MAX_N`), otherwise from the normal approximation with the
+    tie-corrected variance. The computation is :func:`scipy.stats.kendalltau`'s, which is
+    imported here, on first use, so that ``import weightspectra`` does not load
+    ``scipy.stats``. This is the one Kendall τ of the package: :mod:`weightspectra.quantize`
+    uses it too.
 
     Parameters
     ----------
@@ -103,7 +86,7 @@ def kendall_tau(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray
     Returns
     -------
     tau, p : float
-        NaN when x or y is constant.
+        Both NaN when x or y is constant.
 
     Raises
     ------
@@ -116,30 +99,12 @@ def kendall_tau(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray
     (1.0, 0.08333333333333333)
     """
     xa, ya = _pair(x, y, 2)
-    n = xa.size
-    iu = np.triu_indices(n, 1)
-    s = np.sign(xa[:, None] - xa[None, :])[iu] * np.sign(ya[:, None] - ya[None, :])[iu]
-    score = float(s.sum())  # C − D
-    pairs = n * (n - 1) / 2.0
-    tx, ty = _tie_sizes(xa), _tie_sizes(ya)
-    ties_x = float((tx * (tx - 1) / 2).sum())
-    ties_y = float((ty * (ty - 1) / 2).sum())
-    denom = math.sqrt((pairs - ties_x) * (pairs - ties_y))
-    if denom == 0.0:
+    if np.all(xa == xa[0]) or np.all(ya == ya[0]):
+        # τ-b is 0/0 there: every pair is tied on that side.
         return math.nan, math.nan
-    tau = score / denom
-    if tx.size == 0 and ty.size == 0 and n <= KENDALL_EXACT_MAX_N:
-        discordant = round((pairs - score) / 2)
-        counts = _inversion_counts(n)
-        tail = sum(counts[: min(discordant, int(pairs) - discordant) + 1])
-        p = min(1.0, 2.0 * tail / math.factorial(n))
-        return tau, p
-    v0 = n * (n - 1) * (2 * n + 5)
-    var = (v0 - float((tx * (tx - 1) * (2 * tx + 5)).sum())
-           - float((ty * (ty - 1) * (2 * ty + 5)).sum())) / 18.0
-    if n > 2:
-        var += (float((tx * (tx - 1) * (tx - 2)).sum()) * float((ty * (ty - 1) * (ty - 2)).sum())
-                / (9.0 * n * (n - 1) * (n - 2)))
-    var += float((tx * (tx - 1)).sum()) * float((ty * (ty - 1)).sum()) / (2.0 * n * (n - 1))
-    p = math.erfc(abs(score) / math.sqrt(var) / math.sqrt(2.0)) if var > 0 else math.nan
-    return tau, p
+    from scipy.stats import kendalltau
+
+    ties = np.unique(xa).size < xa.size or np.unique(ya).size < ya.size
+    exact = not ties and xa.size <= KENDALL_EXACT_MAX_N
+    res = kendalltau(xa, ya, method="exact" if exact else "asymptotic")
+    return float(res.statistic), float(res.pvalue)

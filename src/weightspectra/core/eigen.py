@@ -284,3 +284,18 @@ def _clip_roundoff(
     )
     clipped: np.ndarray = np.maximum(evals, 0.0)
     return clipped
+
+
+def shuffled_entries(stack: np.ndarray, seed: int) -> np.ndarray:
+    """``stack`` with all its entries permuted at random (seeded): the randomised matrix whose
+    ESD shows correlation traps (metrics.md §5). Same shape; the Frobenius norm is kept.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> w = np.arange(6.0).reshape(1, 2, 3)
+    >>> sorted(shuffled_entries(w, 0).ravel()) == sorted(w.ravel())
+    True
+    """
+    rng = np.random.default_rng(seed)
+    return rng.permutation(np.asarray(stack).ravel()).reshape(stack.shape)

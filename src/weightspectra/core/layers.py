@@ -3,17 +3,22 @@
 Pure functions on shapes and numpy arrays. A tensor becomes one or more *groups*; each group is
 one row of the report and one empirical spectral density (ESD), made of one or more equally
 shaped 2-D matrices whose eigenvalues are pooled and multiplied by ``eig_scale``.
+
+The layer type, and for fused MoE experts the gate/up layout, come from the source that read the
+tensor (:mod:`weightspectra.sources.naming` for keys, module classes for ``nn.Module`` inputs);
+options come as plain keyword arguments, so this module depends on :mod:`weightspectra.enums`
+alone.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from weightspectra.options import LayerType, Options
+from weightspectra.enums import LayerType
 
 _CONV = {
     LayerType.CONV1D: 1,
@@ -24,9 +29,7 @@ _CONV = {
     LayerType.CONV_TRANSPOSE3D: 3,
 }
 _GATES = {LayerType.LSTM: ("i", "f", "g", "o"), LayerType.GRU: ("r", "z", "n")}
-_RNN_KEY = re.compile(r"weight_(ih|hh)_l(\d+)(_reverse)?$")
 _FUSED_QKV = re.compile(r"(c_attn|qkv_proj|\.qkv|Wqkv|in_proj)(\.weight)?$")
-_EMBEDDING = re.compile(r"(embed|wte|wpe|tok_embeddings|shared)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -71,74 +74,80 @@ class GroupPlan:
         return self.M * self.count
 
 
-def infer_layer_type(
-    key: str, shape: Sequence[int], siblings: Mapping[str, Sequence[int]] | None = None
-) -> tuple[LayerType, str]:
-    """Guess the layer type of a tensor known only by its key and shape (state dicts, files).
+@dataclass(frozen=True)
+class GateUpSplit:
+    """Where the gate and up projections of fused MoE experts lie in their stacked tensor.
+
+    A fused ``experts.gate_up_proj`` tensor of shape ``(E, a, b)`` holds, for each of its ``E``
+    experts, the gate and the up projection side by side along axis ``dim`` (1 or 2): as two
+    contiguous halves, gate first (``interleaved=False``, most models), or alternating
+    ``gate0, up0, gate1, up1, ...`` (``interleaved=True``, GPT-OSS). Sources decide it from the
+    model's naming and layout; :func:`plan_groups` only applies it.
+
+    Attributes
+    ----------
+    dim : int
+        Axis of the 3-D tensor that is twice the intermediate size (1 or 2).
+    interleaved : bool, default False
+        Whether gate and up alternate along ``dim`` instead of filling its two halves.
+    """
+
+    dim: int
+    interleaved: bool = False
+
+    def __post_init__(self) -> None:
+        if self.dim not in (1, 2):
+            raise ValueError(
+                f"GateUpSplit.dim must be 1 or 2 (an axis of the (experts, a, b) tensor), "
+                f"got {self.dim}"
+            )
+
+
+def plan_groups(
+    key: str,
+    shape: Sequence[int],
+    layer_type: LayerType,
+    *,
+    pool: bool = True,
+    conv_scaling: bool = True,
+    split_fused_qkv: bool = False,
+    gate_up: GateUpSplit | None = None,
+) -> list[GroupPlan]:
+    """Plan the ESDs of one tensor from its shape alone (nothing is loaded).
 
     Parameters
     ----------
     key : str
-        Tensor key, e.g. ``"encoder.layer.0.attention.self.query.weight"``.
+        Tensor key (only read to recognise fused q/k/v projections).
     shape : sequence of int
         Tensor shape.
-    siblings : mapping, optional
-        Shapes of the other tensors, by key (used to size LSTM/GRU input weights).
+    layer_type : LayerType
+        The tensor's type, given by its source.
+    pool : bool, default True
+        Pool the kernel positions of a convolution into one ESD (else one row per position).
+    conv_scaling : bool, default True
+        Apply the peer's convolution eigenvalue scaling.
+    split_fused_qkv : bool, default False
+        Split fused q/k/v projections (``c_attn``, ``qkv_proj``, ...) into three rows.
+    gate_up : GateUpSplit, optional
+        For fused MoE ``gate_up_proj`` experts: split each expert into its gate and up halves
+        (rows ``[expert{e}.gate]`` and ``[expert{e}.up]``) instead of one stacked matrix.
 
     Returns
     -------
-    (LayerType, str)
-        The type, and an empty string or the reason it is :attr:`LayerType.UNKNOWN`.
-    """
-    rank = len(shape)
-    rnn = _RNN_KEY.search(key)
-    if rank == 2 and rnn is not None:
-        rows, cols = shape
-        if rnn.group(1) == "hh":
-            hidden = cols
-        else:
-            hh_key = key[: rnn.start()] + f"weight_hh_l{rnn.group(2)}{rnn.group(3) or ''}"
-            hh = (siblings or {}).get(hh_key)
-            hidden = hh[1] if hh is not None and len(hh) == 2 else 0
-        if hidden and rows == 4 * hidden:
-            return LayerType.LSTM, ""
-        if hidden and rows == 3 * hidden:
-            return LayerType.GRU, ""
-        return LayerType.DENSE, ""
-    if rank == 2:
-        rows, cols = shape
-        if key.endswith("in_proj_weight") and rows == 3 * cols:
-            return LayerType.ATTENTION_IN_PROJ, ""
-        if _EMBEDDING.search(key):
-            return LayerType.EMBEDDING, ""
-        return LayerType.DENSE, ""
-    if rank == 3:
-        if "expert" in key.lower():
-            return LayerType.MOE_EXPERTS, ""
-        out_c, in_c, k = shape
-        if k <= min(out_c, in_c):
-            return LayerType.CONV1D, ""
-        return (
-            LayerType.UNKNOWN,
-            f"3-D tensor {tuple(shape)} is neither a Conv1d kernel (out, in, k) with a small k "
-            "nor named like MoE experts; load the model as an nn.Module to give its type",
-        )
-    if rank == 4:
-        return LayerType.CONV2D, ""
-    if rank == 5:
-        return LayerType.CONV3D, ""
-    return LayerType.UNKNOWN, f"a {rank}-D tensor has no matrix form"
-
-
-def plan_groups(
-    key: str, shape: Sequence[int], layer_type: LayerType, options: Options
-) -> list[GroupPlan]:
-    """Plan the ESDs of one tensor from its shape alone (nothing is loaded).
+    list of GroupPlan
+        One per row of the report.
 
     Raises
     ------
     ValueError
         If ``shape`` does not fit ``layer_type`` (the caller turns this into a skipped row).
+
+    Examples
+    --------
+    >>> [g.suffix for g in plan_groups("e.gate_up_proj", (2, 8, 3), LayerType.MOE_EXPERTS,
+    ...                                gate_up=GateUpSplit(dim=1))]
+    ['[expert0.gate]', '[expert0.up]', '[expert1.gate]', '[expert1.up]']
     """
     shape = tuple(int(s) for s in shape)
     rank = len(shape)
@@ -159,10 +168,10 @@ def plan_groups(
 
         # The peer's scaling (every published table uses it): slices × √(1/2) when pooled,
         # × √(rf/2) one by one; applied to every convolution, 1×1 kernels included.
-        if options.pool or rf == 1:
-            scale = 0.5 if options.conv_scaling else 1.0
+        if pool or rf == 1:
+            scale = 0.5 if conv_scaling else 1.0
             return [GroupPlan("", rf, a, b, scale, slices, rf)]
-        scale = rf / 2.0 if options.conv_scaling else 1.0
+        scale = rf / 2.0 if conv_scaling else 1.0
         positions = list(np.ndindex(*shape[2:]))
         plans = []
         for idx, pos in enumerate(positions):
@@ -173,6 +182,8 @@ def plan_groups(
     if layer_type is LayerType.MOE_EXPERTS:
         if rank != 3:
             raise ValueError(f"MoE expert weights must be 3-D (experts, out, in), got {shape}")
+        if gate_up is not None:
+            return _gate_up_groups(key, shape, gate_up)
         return [
             GroupPlan(f"[expert{e}]", 1, shape[1], shape[2], 1.0, _index_taker(e))
             for e in range(shape[0])
@@ -193,7 +204,7 @@ def plan_groups(
             raise ValueError(f"{layer_type.value} weights need {len(gates)}·h rows, got {shape}")
         return _split_rows(rows // len(gates), gates, cols)
 
-    if options.split_fused_qkv and _FUSED_QKV.search(key):
+    if split_fused_qkv and _FUSED_QKV.search(key):
         if rows == 3 * cols:
             return _split_rows(cols, ("q", "k", "v"))
         if cols == 3 * rows:
@@ -203,6 +214,36 @@ def plan_groups(
             ]
 
     return [GroupPlan("", 1, rows, cols, 1.0, whole)]
+
+
+def _gate_up_groups(key: str, shape: tuple[int, ...], split: GateUpSplit) -> list[GroupPlan]:
+    width = shape[split.dim]
+    if width % 2:
+        raise ValueError(
+            f"{key}: fused gate_up experts {shape} need an even axis {split.dim} (gate and up "
+            f"halves), got {width}; pass the tensor without a gate/up split to analyse it whole"
+        )
+    half = width // 2
+    rows, cols = (half, shape[2]) if split.dim == 1 else (shape[1], half)
+    plans = []
+    for e in range(shape[0]):
+        for part, name in enumerate(("gate", "up")):
+            if split.interleaved:
+                picked = slice(part, None, 2)
+            else:
+                picked = slice(part * half, (part + 1) * half)
+            take = _half_taker(e, split.dim, picked)
+            plans.append(GroupPlan(f"[expert{e}.{name}]", 1, rows, cols, 1.0, take))
+    return plans
+
+
+def _half_taker(expert: int, dim: int, picked: slice) -> Callable[[np.ndarray], np.ndarray]:
+    def take(t: np.ndarray) -> np.ndarray:
+        matrix: np.ndarray = t[expert]
+        half: np.ndarray = matrix[picked, :] if dim == 1 else matrix[:, picked]
+        return half[None, :, :]
+
+    return take
 
 
 def _slice_taker(a: int, b: int, rf: int, idx: int) -> Callable[[np.ndarray], np.ndarray]:

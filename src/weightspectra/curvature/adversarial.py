@@ -23,8 +23,8 @@ from weightspectra.curvature.operator import (
     check_batches,
     module_mode,
 )
-from weightspectra.errors import InputError, OptionError
 from weightspectra.enums import parse_enum
+from weightspectra.errors import InputError, OptionError
 
 
 class AttackMethod(str, Enum):

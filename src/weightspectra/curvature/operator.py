@@ -24,8 +24,8 @@ import torch
 from scipy.sparse.linalg import LinearOperator
 from torch import nn
 
-from weightspectra.errors import InputError
 from weightspectra.enums import parse_enum
+from weightspectra.errors import InputError
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Batch = tuple[torch.Tensor, torch.Tensor]

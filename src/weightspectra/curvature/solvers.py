@@ -16,8 +16,8 @@ from typing import Any, Protocol
 import numpy as np
 from scipy.sparse.linalg import LinearOperator, eigsh
 
-from weightspectra.errors import InputError, OptionError
 from weightspectra.enums import parse_enum
+from weightspectra.errors import InputError, OptionError
 
 
 class SymmetricOperator(Protocol):

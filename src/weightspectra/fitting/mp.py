@@ -64,7 +64,11 @@ class MPFit:
         Kolmogorov–Smirnov distance between the bulk (nonzero, non-spike eigenvalues) and the
         fitted MP law restricted to the same count: the bulk goodness of fit.
     softrank : float
-        ``bulk_max / λ_max``.
+        ``min(bulk_max / λ_max, 1)``, in (0, 1]: near 1 for a random-like layer, towards 0 as
+        spikes or a heavy tail rise above the bulk. Exactly 1 means the fitted bulk edge reaches
+        past λ_max: no spike (on rank-collapsed layers the edge fitted to the nonzero bulk can
+        exceed λ_max, by up to 2.16× on measured layers; the ratio itself carries no meaning
+        there, so it is bounded rather than reported above 1).
     Q : float
         Aspect ratio N/M used.
     """
@@ -94,6 +98,100 @@ def mp_edges(Q: float, sigma: float = 1.0) -> tuple[float, float]:
     return s2 * (1.0 - r) ** 2, s2 * (1.0 + r) ** 2
 
 
+def mp_density(x: np.ndarray, Q: float, sigma: float = 1.0) -> np.ndarray:
+    """Marchenko–Pastur density of the eigenvalues of ``WᵀW/N`` (normalised units).
+
+    ``ρ(x) = √((λ₊ − x)(x − λ₋)) / (2π σ² c x)`` on ``(λ₋, λ₊)``, zero elsewhere, with
+    ``c = 1/Q`` and ``λ± = σ²(1 ± √c)²`` (:func:`mp_edges`): the limit law of an N × M matrix
+    with i.i.d. entries of variance σ², ``Q = N/M ≥ 1``. It integrates to 1 (no mass at zero,
+    since M ≤ N); at ``Q = 1`` it diverges like ``x^(−1/2)`` at 0.
+
+    Parameters
+    ----------
+    x : array_like
+        Points at which to evaluate, any shape.
+    Q : float
+        Aspect ratio N/M ≥ 1.
+    sigma : float, default 1.0
+        Entry standard deviation σ > 0 (the density scales as ``ρ_σ(x) = ρ_1(x/σ²)/σ²``).
+
+    Returns
+    -------
+    ndarray of the shape of ``x``, float64
+
+    Raises
+    ------
+    MPFitError
+        If ``Q < 1`` or ``sigma`` is not a positive finite number.
+
+    See Also
+    --------
+    mp_density_from_edge : the same law given its top edge λ₊ instead of σ.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> mp_density(np.array([0.1, 1.0, 3.0]), Q=4.0).round(4)
+    array([0.    , 0.6164, 0.    ])
+    """
+    if not math.isfinite(sigma) or not sigma > 0.0:
+        raise MPFitError(f"the MP density needs σ > 0, got sigma={sigma!r}")
+    return _mp_density(np.asarray(x, dtype=np.float64), Q, sigma * sigma)
+
+
+def mp_density_from_edge(x: np.ndarray, bulk_max: float, Q: float) -> np.ndarray:
+    """Marchenko–Pastur density whose top edge is ``bulk_max``, in the units of ``bulk_max``.
+
+    The scale follows from the edge, ``σ² = λ₊ / (1 + 1/√Q)²``, so this is
+    :func:`mp_density` with that σ, in whatever units the edge is given (raw or normalised
+    eigenvalues, any convolution scaling): the form a plot of a fitted layer needs.
+
+    Parameters
+    ----------
+    x : array_like
+        Points at which to evaluate, any shape.
+    bulk_max : float
+        Top edge λ₊ > 0 of the bulk.
+    Q : float
+        Aspect ratio N/M ≥ 1.
+
+    Returns
+    -------
+    ndarray of the shape of ``x``, float64
+
+    Raises
+    ------
+    MPFitError
+        If ``bulk_max`` is not a positive finite number or ``Q < 1``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> round(float(mp_density_from_edge(np.array([4.0]), bulk_max=9.0, Q=4.0)[0]), 4)  # σ² = 4
+    0.1541
+    """
+    if not math.isfinite(bulk_max) or not bulk_max > 0.0:
+        raise MPFitError(f"the MP density needs a top edge bulk_max > 0, got {bulk_max!r}")
+    _check_q(Q)
+    s2 = bulk_max / (1.0 + 1.0 / math.sqrt(Q)) ** 2
+    return _mp_density(np.asarray(x, dtype=np.float64), Q, s2)
+
+
+def _check_q(Q: float) -> None:
+    if not Q >= 1.0 or not math.isfinite(Q):
+        raise MPFitError(f"the MP law needs Q = N/M ≥ 1, got Q={Q!r}; pass N ≥ M")
+
+
+def _mp_density(x: np.ndarray, Q: float, s2: float) -> np.ndarray:
+    _check_q(Q)
+    lo, hi = mp_edges(Q, math.sqrt(s2))
+    out = np.zeros(x.shape, dtype=np.float64)
+    inside = (x > lo) & (x < hi)
+    xi = x[inside]
+    out[inside] = np.sqrt((hi - xi) * (xi - lo)) / (2.0 * math.pi * s2 * xi / Q)
+    return out
+
+
 def tw_scale(N: int, M: int, sigma: float = 1.0) -> float:
     """Tracy–Widom scale of the largest eigenvalue of ``WᵀW/N`` (Johnstone 2001), N ≥ M.
 
@@ -115,8 +213,7 @@ def mp_cdf_table(Q: float) -> tuple[np.ndarray, np.ndarray]:
     x : ndarray of shape (MP_GRID_POINTS,), ascending from a to b
     cdf : ndarray of the same shape, from 0 to 1
     """
-    if not Q >= 1.0:
-        raise MPFitError(f"the MP law needs Q = N/M ≥ 1, got Q={Q!r}; pass N ≥ M")
+    _check_q(Q)
     c = 1.0 / Q
     a, b = mp_edges(Q)
     mid, half = 0.5 * (a + b), 0.5 * (b - a)
@@ -221,7 +318,7 @@ def fit_mp(
         num_spikes=n_spikes,
         num_zeros=zeros,
         ks_distance=ks,
-        softrank=s2 * hi / float(x[-1]),
+        softrank=min(s2 * hi / float(x[-1]), 1.0),
         Q=Q,
     )
 

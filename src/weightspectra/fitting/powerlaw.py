@@ -3,6 +3,11 @@
 The peer-compatible procedure, vectorised: every eigenvalue but the largest is a candidate
 ``xmin``; each candidate's maximum-likelihood α and Kolmogorov–Smirnov distance D are computed
 for all candidates at once (in blocks, to bound memory), and the smallest D wins.
+:func:`xmin_scan` exposes the same computation, candidate by candidate, for plots.
+
+A spectrum without a tail is refused rather than given a number: all eigenvalues equal within
+round-off (a scaled orthogonal matrix), or a best α that is not finite or above
+:data:`MAX_ALPHA` (a near-flat spectrum, where α only measures round-off).
 """
 
 from __future__ import annotations
@@ -19,6 +24,15 @@ FIT_EVAL_THRESHOLD = 1e-5
 SMALL_SAMPLE = 20
 #: Smallest tail allowed under the small-sample rule.
 SMALL_SAMPLE_MIN_TAIL = 8
+#: Fit eigenvalues whose spread ``λ_max − λ_min`` is at most this many ``n·eps·λ_max`` are all
+#: equal within round-off (the Gram route computes each to about ``n·eps·λ_max``): a flat spectrum,
+#: e.g. of ``c·I`` or of any scaled orthogonal matrix, which has no tail to fit.
+FLAT_SPECTRUM_ROUNDOFF = 100.0
+#: Largest α a fit may report. 1/(α − 1) is the mean of ln(λ/xmin) over the tail, so at α = 1e3
+#: the tail eigenvalues exceed xmin by 0.1 % on average: a near-flat spectrum, no power law (the
+#: peer reports α ≈ 3.5e15 on 0.5·I, where round-off alone separates the eigenvalues). Fits with
+#: α up to this are reported, those above 8 flagged ``spurious-fit`` by the diagnostics.
+MAX_ALPHA = 1e3
 #: Upper bound on the elements of one block of the KS computation (memory ~ 8 bytes each × ~4).
 _BLOCK_ELEMENTS = 2_000_000
 #: Candidates per block. Candidate i's tail starts at column i, so a block of rows lo..hi spans
@@ -81,7 +95,10 @@ def fit_power_law(evals: np.ndarray, threshold: float = FIT_EVAL_THRESHOLD) -> P
     Raises
     ------
     FitError
-        If too few eigenvalues lie above ``threshold`` or every candidate tail is degenerate.
+        If too few eigenvalues lie above ``threshold``; if they are all equal within round-off
+        (see :data:`FLAT_SPECTRUM_ROUNDOFF`); if every candidate tail is degenerate; or if the
+        best α is not finite or exceeds :data:`MAX_ALPHA`. The message says which, and why no
+        α is meaningful there.
 
     Examples
     --------
@@ -90,9 +107,13 @@ def fit_power_law(evals: np.ndarray, threshold: float = FIT_EVAL_THRESHOLD) -> P
     >>> x = rng.pareto(1.5, 5000) + 1.0      # density ∝ x^(-2.5)
     >>> round(fit_power_law(x).alpha, 1)
     2.5
+    >>> try:
+    ...     fit_power_law(np.full(32, 0.25))
+    ... except FitError as exc:
+    ...     print(str(exc).split(":")[0])
+    all 32 eigenvalues are equal (0.25)
     """
-    x = np.sort(np.asarray(evals, dtype=np.float64).ravel())
-    x = x[x > threshold]
+    x = _fit_eigenvalues(evals, threshold)
     n = x.size
     small = n < SMALL_SAMPLE
     min_tail = SMALL_SAMPLE_MIN_TAIL if small else 2
@@ -100,12 +121,19 @@ def fit_power_law(evals: np.ndarray, threshold: float = FIT_EVAL_THRESHOLD) -> P
         raise FitError(
             f"only {n} eigenvalues above {threshold:g}; a power-law fit needs at least {min_tail}"
         )
+    _check_not_flat(x)
     alpha, dist = _candidates(x, small)
     best = int(np.argmin(dist))
     if not np.isfinite(alpha[best]) or dist[best] >= 1.0:
         raise FitError("every candidate tail is degenerate (the tail eigenvalues are all equal)")
     m = n - best
     a = float(alpha[best])
+    if a > MAX_ALPHA:
+        raise FitError(
+            f"the best tail ({m} eigenvalues from xmin={x[best]:.6g}) gives α={a:.3g} > "
+            f"{MAX_ALPHA:g}: they differ by at most {x[-1] / x[best] - 1.0:.2g} relative, a "
+            "near-flat spectrum (e.g. a scaled orthogonal matrix) with no power-law tail"
+        )
     return PowerLawFit(
         alpha=a,
         xmin=float(x[best]),
@@ -118,29 +146,128 @@ def fit_power_law(evals: np.ndarray, threshold: float = FIT_EVAL_THRESHOLD) -> P
     )
 
 
-def _candidates(x: np.ndarray, small: bool) -> tuple[np.ndarray, np.ndarray]:
-    """α and KS distance D for every candidate xmin = x[i] (x ascending, all > 0)."""
+def xmin_scan(
+    evals: np.ndarray,
+    threshold: float = FIT_EVAL_THRESHOLD,
+    max_candidates: int | None = None,
+    include: float | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """α and KS distance D of every candidate xmin, by the computation :func:`fit_power_law` uses.
+
+    The fit picks the candidate of smallest D (the first on ties); this returns the whole curve,
+    e.g. to plot how stable α is around the chosen xmin. A candidate whose α is not finite or
+    ≤ 1 has D = 1. Below :data:`SMALL_SAMPLE` eigenvalues only tails of at least
+    :data:`SMALL_SAMPLE_MIN_TAIL` points are candidates, with the small-sample estimator.
+
+    Parameters
+    ----------
+    evals : ndarray of shape (n,)
+        Eigenvalues, any order.
+    threshold : float, default 1e-5
+        Eigenvalues ≤ threshold are left out, as in the fit.
+    max_candidates : int or None, default None
+        Evaluate at most this many candidates, evenly spread over the candidate positions
+        (the first and the last included); None evaluates every one.
+    include : float, optional
+        A value of xmin (e.g. the fitted one) that is always evaluated when it is one of the
+        candidate eigenvalues, even if the thinning would skip it.
+
+    Returns
+    -------
+    xmins, alphas, ds : ndarray of shape (k,)
+        Candidates in ascending order, and α and D for each.
+
+    Raises
+    ------
+    FitError
+        If fewer eigenvalues than the smallest tail lie above ``threshold`` (no candidate), or
+        ``max_candidates`` is below 1.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.random.default_rng(0).pareto(1.5, 500) + 1.0
+    >>> xs, alphas, ds = xmin_scan(x)
+    >>> fit = fit_power_law(x)
+    >>> bool(xs[np.argmin(ds)] == fit.xmin and alphas[np.argmin(ds)] == fit.alpha)
+    True
+    """
+    if max_candidates is not None and max_candidates < 1:
+        raise FitError(f"max_candidates must be None or ≥ 1, got {max_candidates!r}")
+    x = _fit_eigenvalues(evals, threshold)
     n = x.size
-    n_cand = n - SMALL_SAMPLE_MIN_TAIL + 1 if small else n - 1
+    small = n < SMALL_SAMPLE
+    n_cand = _num_candidates(n, small)
+    if n_cand < 1:
+        raise FitError(
+            f"only {n} eigenvalues above {threshold:g}: no candidate xmin for a power-law fit "
+            f"(it needs at least {SMALL_SAMPLE_MIN_TAIL if small else 2})"
+        )
+    rows = np.arange(n_cand)
+    if max_candidates is not None and n_cand > max_candidates:
+        rows = np.unique(np.linspace(0, n_cand - 1, max_candidates).round().astype(np.intp))
+        if include is not None:
+            hit = int(np.searchsorted(x, include))
+            if hit < n_cand and x[hit] == include:
+                rows = np.unique(np.append(rows, hit))
+    alpha, dist = _candidates(x, small, rows)
+    return x[rows], alpha, dist
+
+
+def _fit_eigenvalues(evals: np.ndarray, threshold: float) -> np.ndarray:
+    """The eigenvalues a fit uses: float64, ascending, those above ``threshold``."""
+    x = np.sort(np.asarray(evals, dtype=np.float64).ravel())
+    kept: np.ndarray = x[x > threshold]
+    return kept
+
+
+def _num_candidates(n: int, small: bool) -> int:
+    return n - SMALL_SAMPLE_MIN_TAIL + 1 if small else n - 1
+
+
+def _check_not_flat(x: np.ndarray) -> None:
+    """Raise :class:`FitError` if the ascending, positive ``x`` are all equal within round-off."""
+    n = x.size
+    top = float(x[-1])
+    spread = top - float(x[0])
+    if spread > FLAT_SPECTRUM_ROUNDOFF * n * float(np.finfo(np.float64).eps) * top:
+        return
+    how = "" if spread == 0.0 else f" to {spread / top:.1g} relative, i.e. within round-off"
+    raise FitError(
+        f"all {n} eigenvalues are equal ({top:.6g}){how}: a flat spectrum, e.g. a scaled "
+        "orthogonal matrix, has no power-law tail"
+    )
+
+
+def _candidates(
+    x: np.ndarray, small: bool, rows: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """α and KS distance D for candidate xmin = x[i], i in ``rows`` (default: every candidate).
+
+    ``x`` is ascending and positive; ``rows`` ascending candidate positions.
+    """
+    n = x.size
+    if rows is None:
+        rows = np.arange(_num_candidates(n, small))
     logx = np.log(x)
     tail_log_sum = np.cumsum(logx[::-1])[::-1]  # Σ_{j ≥ i} ln x_j
-    m = (n - np.arange(n_cand)).astype(np.float64)  # tail sizes
-    log_ratio_sum = tail_log_sum[:n_cand] - m * logx[:n_cand]  # Σ_{j ≥ i} ln(x_j / x_i)
+    m = (n - rows).astype(np.float64)  # tail sizes
+    log_ratio_sum = tail_log_sum[rows] - m * logx[rows]  # Σ_{j ≥ i} ln(x_j / x_i)
     numer = m - 1.0 if small else m
     with np.errstate(divide="ignore", invalid="ignore"):
         alpha = 1.0 + numer / log_ratio_sum
     valid = np.isfinite(alpha) & (alpha > 1.0)
-    dist = np.ones(n_cand)
+    dist = np.ones(rows.size)
     block = max(1, min(_BLOCK_ROWS, _BLOCK_ELEMENTS // n))
-    for lo in range(0, n_cand, block):
-        hi = min(lo + block, n_cand)
-        idx = np.arange(lo, hi)
-        cols = np.arange(lo, n)
-        k = cols[None, :] - idx[:, None]  # position within each candidate's tail
-        rel = logx[None, lo:] - logx[idx, None]  # ln(x_j / xmin)
-        expo = np.where(valid[idx], 1.0 - alpha[idx], 0.0)[:, None]
+    for lo in range(0, rows.size, block):
+        hi = min(lo + block, rows.size)
+        idx = rows[lo:hi]
+        first = int(idx[0])
+        k = np.arange(first, n)[None, :] - idx[:, None]  # position within each candidate's tail
+        rel = logx[None, first:] - logx[idx, None]  # ln(x_j / xmin)
+        expo = np.where(valid[lo:hi], 1.0 - alpha[lo:hi], 0.0)[:, None]
         with np.errstate(over="ignore", invalid="ignore"):
-            gap = np.abs(-np.expm1(expo * rel) - k / m[idx, None])
+            gap = np.abs(-np.expm1(expo * rel) - k / m[lo:hi, None])
         gap[k < 0] = 0.0
-        dist[lo:hi] = np.where(valid[idx], gap.max(axis=1), 1.0)
+        dist[lo:hi] = np.where(valid[lo:hi], gap.max(axis=1), 1.0)
     return alpha, dist

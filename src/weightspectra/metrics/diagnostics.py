@@ -1,36 +1,30 @@
 """Per-layer random-matrix diagnostics (metrics.md §3, §5, §6).
 
 One pure entry point, :func:`layer_diagnostics`, turns a layer's eigenvalues (and optionally its
-power-law fit and a lazy loader of its matrix) into extra report columns: the Marchenko–Pastur
-fit of the bulk, the phase of training with the rule that fired, correlation traps, the detX /
-ERG condition, honest fit warnings, a bootstrap interval for α, the fingers fix and likelihood
-ratio comparisons. :class:`DiagnosticsConfig` holds every threshold, validated at construction.
-Definitions and defaults are documented in ``docs/diagnostics.md``.
+power-law fit and the ESD of its entry-shuffled matrix) into extra report columns: the
+Marchenko–Pastur fit of the bulk, the phase of training with the rule that fired, correlation
+traps, the detX / ERG condition, honest fit warnings, a bootstrap interval for α, the fingers fix
+and likelihood ratio comparisons. :class:`~weightspectra.options.Options` holds every threshold,
+validated at construction. Definitions and defaults are documented in ``docs/diagnostics.md``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
-from types import MappingProxyType
 from typing import Final
 
 import numpy as np
 
-from weightspectra.core.eigen import gram_eigenvalues
+from weightspectra import schema
+from weightspectra.enums import BootstrapMethod
 from weightspectra.errors import OptionError
-from weightspectra.fitting.fingers import FINGERS_ALPHA_DROP, MAX_FINGERS, fix_fingers
-from weightspectra.fitting.mp import TW_MULTIPLIER, MPFit, MPFitError, count_zeros, fit_mp
+from weightspectra.fitting.fingers import fix_fingers
+from weightspectra.fitting.mp import MPFit, MPFitError, count_zeros, fit_mp
 from weightspectra.fitting.powerlaw import FitError, PowerLawFit
-from weightspectra.fitting.tpl import P_THRESHOLD, CompareError, compare_fits
-from weightspectra.fitting.uncertainty import (
-    BOOTSTRAP_REPLICATES,
-    CI_LEVEL,
-    BootstrapMethod,
-    alpha_bootstrap_ci,
-)
-from weightspectra.enums import parse_enum
+from weightspectra.fitting.tpl import CompareError, compare_fits
+from weightspectra.fitting.uncertainty import alpha_bootstrap_ci
+from weightspectra.options import Options
+from weightspectra.schema import Value
 
 #: A fitted tail shorter than this is flagged ``spurious-fit`` unless ``min_tail`` says otherwise.
 SHORT_TAIL = 10
@@ -48,207 +42,9 @@ HEAVY_TAILED = "heavy-tailed"
 RANK_COLLAPSE = "rank-collapse"
 PHASES: Final = (RANDOM_LIKE, BLEEDING_OUT, BULK_SPIKES, BULK_DECAY, HEAVY_TAILED, RANK_COLLAPSE)
 
-#: Every column :func:`layer_diagnostics` returns, in report order, with a one-line meaning.
-DIAGNOSTIC_COLUMNS: Final = MappingProxyType(
-    {
-        "sigma_mp": "fitted entry std σ of the MP bulk (normalised units, incl. any conv scaling)",
-        "bulk_min": "MP lower edge λ₋ in the report's eigenvalue units",
-        "bulk_max": "MP upper edge λ₊ in the report's eigenvalue units",
-        "tw_margin": "Tracy–Widom margin above λ₊ (multiplier × TW scale), report units",
-        "num_spikes": "eigenvalues above λ₊ + tw_margin",
-        "spike_share": "num_spikes / number of eigenvalues",
-        "mp_softrank": "λ₊ / λ_max",
-        "mp_fit_D": "KS distance between the bulk (nonzero, non-spike) and the fitted MP law",
-        "zero_share": "share of numerically zero eigenvalues",
-        "phase": "phase of training: " + ", ".join(PHASES),
-        "phase_reason": "the rule of the phase table that fired, with its numbers",
-        "num_traps": "shuffled-matrix eigenvalues beyond the shuffled MP edge (randomize=True)",
-        "max_rand_eval": "largest eigenvalue of the shuffled matrix, report units (randomize=True)",
-        "rand_distance": "Jensen–Shannon distance of log10-eigenvalue densities, real vs shuffled",
-        "detX_num": "eigenvalues above λ_detX (ERG condition)",
-        "detX_val": "λ_detX: where the running product of top (mean-1) eigenvalues drops below 1",
-        "detX_gap": "log10(xmin / λ_detX): 0 when the ERG and power-law tail starts coincide",
-        "warning": "comma-separated fit labels: fit-failed, over-trained, under-trained, "
-        "spurious-fit, low-confidence",
-        "warning_detail": "the reason for each warning label",
-        "alpha_ci_low": "lower end of the seeded bootstrap interval of α (bootstrap > 0)",
-        "alpha_ci_high": "upper end of the seeded bootstrap interval of α (bootstrap > 0)",
-        "num_fingers": "top eigenvalues removed by the fingers fix (fingers=True)",
-        "alpha_fingers": "α after the fingers fix (None when nothing was removed)",
-        "best_fit": "power_law, truncated_power_law, lognormal or exponential (compare_fits=True)",
-        "alpha_tpl": "α of the truncated power law fit (compare_fits=True)",
-        "Lambda": "cut-off rate Λ of the truncated power law, 1/report units (compare_fits=True)",
-        "lr_exponential": "Σ log-likelihood ratio power law − exponential (> 0 favours power law)",
-        "p_exponential": "Vuong p-value of lr_exponential",
-        "lr_lognormal": "Σ log-likelihood ratio power law − log-normal",
-        "p_lognormal": "Vuong p-value of lr_lognormal",
-        "lr_tpl": "Σ log-likelihood ratio power law − truncated power law (≤ 0, nested)",
-        "p_tpl": "Wilks p-value (½χ²₀ + ½χ²₁) of lr_tpl",
-    }
-)
-
-Value = float | int | str | None
-
-
-def _check(ok: bool, name: str, expected: str, value: object) -> None:
-    if not ok:
-        raise OptionError(f"{name} must be {expected}, got {value!r}")
-
-
-def _is_real(value: object) -> bool:
-    return isinstance(value, float | int) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-@dataclass(frozen=True)
-class DiagnosticsConfig:
-    """Validated thresholds and switches of :func:`layer_diagnostics`.
-
-    Parameters
-    ----------
-    mp_fit : bool, default True
-        Fit the MP law (cost O(n) after the eigenvalues; needed for phases and fingers).
-    tw_multiplier : float, default 3.0
-        Spikes are eigenvalues above λ₊ + tw_multiplier × Tracy–Widom scale.
-    mp_max_ks : float, default 0.05
-        The MP bulk "fits" when its KS distance is ≤ mp_max_ks + 2/n.
-    spike_rel_gap : float, default 0.1
-        An eigenvalue above λ₊·(1 + spike_rel_gap) is "well beyond" the edge (a spike, not
-        bleeding-out).
-    bulk_decay_share : float, default 0.05
-        Share of eigenvalues beyond the edge from which the phase is bulk-decay.
-    heavy_share : float, default 0.1
-        Share beyond the edge from which the MP law no longer describes the ESD (heavy-tailed
-        if the power law also fits). Must be ≥ ``bulk_decay_share``.
-    rank_collapse_share : float, default 0.1
-        Share of numerically zero eigenvalues from which the phase is rank-collapse (MP has none).
-    heavy_alpha_max : float, default 6.0
-        Largest α of a heavy-tailed phase.
-    over_trained_alpha, under_trained_alpha, spurious_alpha : float, default 2, 6, 8
-        α thresholds of the warnings (``1 < over < under ≤ spurious``).
-    min_tail : int or None, default None
-        Fits with a tail shorter than this are ``spurious-fit`` (None: :data:`SHORT_TAIL`).
-    randomize : bool, default False
-        Shuffle the matrix (seeded) for correlation traps and ``rand_distance``; one more
-        eigenvalue computation per layer. Needs ``matrix``.
-    seed : int, default 0
-        Seed of the shuffle and of the bootstrap (≥ 0).
-    bootstrap : int, default 0
-        Bootstrap replicates for the α interval; 0 turns it off, else ≥ 10. Cost: B power-law
-        fits per layer with ``bootstrap_method="full"``; O(B·m) with ``"tail"``.
-    bootstrap_method : {"full", "tail"}, default "full"
-        Resampling scheme (see :mod:`weightspectra.fitting.uncertainty`).
-    ci_level : float, default 0.9
-        Nominal coverage of the interval.
-    fingers : bool, default False
-        Apply the fingers fix (only MP outliers may be removed).
-    max_fingers : int, default 10
-        Largest number of top eigenvalues the fingers fix tries.
-    fingers_alpha_drop : float, default 0.5
-        α decrease that makes a removal worthwhile.
-    compare_fits : bool, default False
-        Fit the truncated power law and run the likelihood-ratio comparisons.
-    p_threshold : float, default 0.05
-        Significance level of the comparisons.
-    detx : bool, default True
-        Compute the detX / ERG columns (O(n)).
-
-    Raises
-    ------
-    OptionError
-        On any value of the wrong type or out of range; the message says which.
-    """
-
-    mp_fit: bool = True
-    tw_multiplier: float = TW_MULTIPLIER
-    mp_max_ks: float = 0.05
-    spike_rel_gap: float = 0.1
-    bulk_decay_share: float = 0.05
-    heavy_share: float = 0.10
-    rank_collapse_share: float = 0.10
-    heavy_alpha_max: float = 6.0
-    over_trained_alpha: float = 2.0
-    under_trained_alpha: float = 6.0
-    spurious_alpha: float = 8.0
-    min_tail: int | None = None
-    randomize: bool = False
-    seed: int = 0
-    bootstrap: int = 0
-    bootstrap_method: BootstrapMethod | str = BootstrapMethod.FULL
-    ci_level: float = CI_LEVEL
-    fingers: bool = False
-    max_fingers: int = MAX_FINGERS
-    fingers_alpha_drop: float = FINGERS_ALPHA_DROP
-    compare_fits: bool = False
-    p_threshold: float = P_THRESHOLD
-    detx: bool = True
-
-    def __post_init__(self) -> None:
-        for name in ("mp_fit", "randomize", "fingers", "compare_fits", "detx"):
-            value = getattr(self, name)
-            _check(isinstance(value, bool), name, "True or False", value)
-        for name in ("tw_multiplier", "fingers_alpha_drop"):
-            value = getattr(self, name)
-            _check(_is_real(value) and value > 0, name, "a positive finite number", value)
-        _check(
-            _is_real(self.spike_rel_gap) and self.spike_rel_gap >= 0,
-            "spike_rel_gap",
-            "a finite number ≥ 0",
-            self.spike_rel_gap,
-        )
-        for name in (
-            "mp_max_ks",
-            "bulk_decay_share",
-            "heavy_share",
-            "rank_collapse_share",
-            "ci_level",
-            "p_threshold",
-        ):
-            value = getattr(self, name)
-            _check(_is_real(value) and 0 < value < 1, name, "a number in (0, 1)", value)
-        if self.heavy_share < self.bulk_decay_share:
-            raise OptionError(
-                f"heavy_share={self.heavy_share} is below bulk_decay_share="
-                f"{self.bulk_decay_share}; raise heavy_share or lower bulk_decay_share"
-            )
-        for name in (
-            "heavy_alpha_max",
-            "over_trained_alpha",
-            "under_trained_alpha",
-            "spurious_alpha",
-        ):
-            value = getattr(self, name)
-            _check(_is_real(value) and value > 1, name, "a finite number > 1", value)
-        if not self.over_trained_alpha < self.under_trained_alpha <= self.spurious_alpha:
-            raise OptionError(
-                "expected over_trained_alpha < under_trained_alpha ≤ spurious_alpha, got "
-                f"{self.over_trained_alpha}, {self.under_trained_alpha}, {self.spurious_alpha}"
-            )
-        if self.min_tail is not None:
-            _check(
-                _is_int(self.min_tail) and self.min_tail >= 2,
-                "min_tail",
-                "None or an integer ≥ 2",
-                self.min_tail,
-            )
-        _check(_is_int(self.seed) and self.seed >= 0, "seed", "an integer ≥ 0", self.seed)
-        _check(
-            _is_int(self.bootstrap) and (self.bootstrap == 0 or self.bootstrap >= 10),
-            "bootstrap",
-            f"0 (off) or an integer ≥ 10, e.g. {BOOTSTRAP_REPLICATES}",
-            self.bootstrap,
-        )
-        _check(
-            _is_int(self.max_fingers) and self.max_fingers >= 1,
-            "max_fingers",
-            "a positive integer",
-            self.max_fingers,
-        )
-        method = parse_enum(BootstrapMethod, self.bootstrap_method, "bootstrap_method")
-        object.__setattr__(self, "bootstrap_method", method)
+#: Every column :func:`layer_diagnostics` returns, in report order (declared, with their
+#: meanings, in :mod:`weightspectra.schema`).
+DIAGNOSTIC_COLUMNS: Final = schema.names(lambda c: c.group is schema.Group.DIAGNOSTIC)
 
 
 def layer_diagnostics(
@@ -258,9 +54,9 @@ def layer_diagnostics(
     *,
     fit: PowerLawFit | None,
     fit_error: str | None,
-    matrix: Callable[[], np.ndarray] | None,
+    rand_evals: np.ndarray | None = None,
     normalized: bool,
-    config: DiagnosticsConfig,
+    config: Options,
 ) -> dict[str, Value]:
     """Random-matrix diagnostics of one layer's ESD.
 
@@ -276,12 +72,14 @@ def layer_diagnostics(
         The layer's power-law fit, or None when it failed or was not run.
     fit_error : str or None
         Why the fit failed (reported as ``fit-failed`` with this cause).
-    matrix : callable or None
-        Returns the layer's weights, shape (rows, cols) or (k, rows, cols); called only when
-        ``config.randomize``.
+    rand_evals : ndarray or None
+        The ESD of the layer's entry-shuffled matrix, in the same units as ``evals`` (computed
+        by the pipeline on the same backend and precision when ``config.randomize``); the trap
+        columns are filled only when it is given.
     normalized : bool
         Whether ``evals`` are already divided by N.
-    config : DiagnosticsConfig
+    config : Options
+        The thresholds and switches.
 
     Returns
     -------
@@ -291,12 +89,10 @@ def layer_diagnostics(
     Raises
     ------
     OptionError
-        If ``config.randomize`` is set without ``matrix``, or N < M.
+        If N < M.
     """
     if N < M or M < 1:
         raise OptionError(f"expected N ≥ M ≥ 1 (N the larger side), got N={N}, M={M}")
-    if config.randomize and matrix is None:
-        raise OptionError("randomize=True needs the layer's matrix: pass matrix=<loader>")
     x = np.sort(np.asarray(evals, dtype=np.float64).ravel())
     scale = 1.0 if normalized else float(N)
     out: dict[str, Value] = dict.fromkeys(DIAGNOSTIC_COLUMNS)
@@ -348,8 +144,8 @@ def layer_diagnostics(
         if val is not None and effective is not None and val > 0.0:
             out["detX_gap"] = math.log10(effective.xmin / val)
 
-    if config.randomize and matrix is not None:
-        out.update(_traps(matrix(), x, N, M, scale, config))
+    if rand_evals is not None:
+        out.update(_traps(rand_evals, x, N, M, scale, config))
 
     if effective is not None and config.bootstrap:
         try:
@@ -387,7 +183,7 @@ def layer_diagnostics(
 
 
 def fit_warnings(
-    fit: PowerLawFit | None, fit_error: str | None, config: DiagnosticsConfig
+    fit: PowerLawFit | None, fit_error: str | None, config: Options
 ) -> tuple[str, str]:
     """Warning labels of a power-law fit, and the reason for each ('' when none applies).
 
@@ -428,7 +224,7 @@ def classify_phase(
     zeros: int,
     fit: PowerLawFit | None,
     warning: str,
-    config: DiagnosticsConfig,
+    config: Options,
     mp_error: str = "",
 ) -> tuple[str | None, str]:
     """Phase of training by the operational rule of metrics.md §6; first matching rule wins.
@@ -445,7 +241,7 @@ def classify_phase(
         Power-law fit (needed for heavy-tailed).
     warning : str
         Labels from :func:`fit_warnings` (a failed or spurious fit is no power law).
-    config : DiagnosticsConfig
+    config : Options
     mp_error : str
         Why the MP fit failed, if it did.
 
@@ -552,30 +348,21 @@ def rand_distance(real: np.ndarray, shuffled: np.ndarray) -> float:
 
 
 def _traps(
-    weights: np.ndarray,
+    shuffled: np.ndarray,
     evals: np.ndarray,
     N: int,
     M: int,
     scale: float,
-    config: DiagnosticsConfig,
+    config: Options,
 ) -> dict[str, Value]:
     """Correlation traps: MP fit of the ESD of the entry-shuffled matrix (seeded)."""
-    w = np.asarray(weights)
-    stack = w[None] if w.ndim == 2 else w
-    if stack.ndim != 3:
-        raise OptionError(f"matrix() must return a 2-D or 3-D array, got shape {w.shape}")
-    rng = np.random.default_rng(config.seed)
-    flat = rng.permutation(stack.ravel()).reshape(stack.shape)
-    parts = [gram_eigenvalues(s) for s in flat]
-    raw = np.sort(np.maximum(np.concatenate(parts), 0.0))
-    # Shuffling keeps ‖W‖_F, so the sums fix the unit of ``evals`` (conv scaling, 1/N) exactly.
-    shuffled = raw * (float(evals.sum()) / float(raw.sum()))
+    rand = np.sort(np.asarray(shuffled, dtype=np.float64).ravel())
     out: dict[str, Value] = {
-        "max_rand_eval": float(shuffled[-1]),
-        "rand_distance": rand_distance(evals, shuffled),
+        "max_rand_eval": float(rand[-1]),
+        "rand_distance": rand_distance(evals, rand),
     }
     try:
-        rand_mp = fit_mp(shuffled / scale, N, M, tw_multiplier=config.tw_multiplier)
+        rand_mp = fit_mp(rand / scale, N, M, tw_multiplier=config.tw_multiplier)
         out["num_traps"] = rand_mp.num_spikes
     except MPFitError:
         out["num_traps"] = None
@@ -589,7 +376,6 @@ def _join(a: str, b: str) -> str:
 __all__ = [
     "DIAGNOSTIC_COLUMNS",
     "PHASES",
-    "DiagnosticsConfig",
     "classify_phase",
     "detx",
     "fit_warnings",

@@ -5,18 +5,11 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 
-#: Columns averaged into the model summary, in display order.
-SUMMARY_COLUMNS = (
-    "log_norm",
-    "log_spectral_norm",
-    "alpha",
-    "alpha_weighted",
-    "log_alpha_norm",
-    "stable_rank",
-    "mp_softrank",
-)
-#: Columns that exist only when the power-law fit succeeded.
-ALPHA_COLUMNS = frozenset({"alpha", "alpha_weighted", "log_alpha_norm"})
+from weightspectra import schema
+
+#: The built-in columns averaged into the model summary, in display order (declared in
+#: :mod:`weightspectra.schema`; registered columns may add to them).
+SUMMARY_COLUMNS = schema.summary_columns()
 
 
 def model_summary(rows: Iterable[Mapping[str, object]]) -> dict[str, float | int]:
@@ -34,8 +27,10 @@ def model_summary(rows: Iterable[Mapping[str, object]]) -> dict[str, float | int
     -------
     dict
         ``num_layers`` (analysed), ``num_skipped``, ``num_failed``, ``num_fit_failed``, and the
-        mean of every column of :data:`SUMMARY_COLUMNS` present in at least one analysed row.
+        mean of every summary column (:func:`weightspectra.schema.summary_columns`) present in
+        at least one analysed row.
     """
+    columns = schema.summary_columns()
     counts = {"num_layers": 0, "num_skipped": 0, "num_failed": 0, "num_fit_failed": 0}
     sums: dict[str, float] = {}
     ns: dict[str, int] = {}
@@ -55,13 +50,13 @@ def model_summary(rows: Iterable[Mapping[str, object]]) -> dict[str, float | int
         counts["num_layers"] += 1
         if row.get("alpha") is None:
             counts["num_fit_failed"] += 1
-        for col in SUMMARY_COLUMNS:
+        for col in columns:
             value = row.get(col)
             if isinstance(value, (int, float)) and math.isfinite(value):
                 sums[col] = sums.get(col, 0.0) + float(value)
                 ns[col] = ns.get(col, 0) + 1
     out: dict[str, float | int] = dict(counts)
-    for col in SUMMARY_COLUMNS:
+    for col in columns:
         if ns.get(col):
             out[col] = sums[col] / ns[col]
     return out

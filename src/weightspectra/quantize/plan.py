@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
 
-from weightspectra.errors import InputError, OptionError
 from weightspectra.enums import parse_enum
+from weightspectra.errors import InputError, OptionError
 from weightspectra.quantize.fake import check_bits
 from weightspectra.quantize.sensitivity import Sensitivity, SensitivityTable
 

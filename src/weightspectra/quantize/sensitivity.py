@@ -28,9 +28,9 @@ from torch import nn
 from weightspectra.core.eigen import layer_eigenvalues
 from weightspectra.curvature.operator import Engine, HessianOperator, LossFn, Mode
 from weightspectra.curvature.solvers import trace
+from weightspectra.enums import parse_enum
 from weightspectra.errors import InputError, NumericalWarning, OptionError
 from weightspectra.fitting.powerlaw import SMALL_SAMPLE, FitError, fit_power_law
-from weightspectra.enums import parse_enum
 from weightspectra.quantize.fake import (
     check_bits,
     layer_weight,

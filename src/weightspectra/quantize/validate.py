@@ -14,12 +14,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.stats import kendalltau, spearmanr
+from scipy.stats import spearmanr
 from torch import nn
 
+from weightspectra.compare.stats import kendall_tau
 from weightspectra.curvature.operator import LossFn, Mode, _scalar_loss, check_batches, module_mode
-from weightspectra.errors import InputError
 from weightspectra.enums import parse_enum
+from weightspectra.errors import InputError
 from weightspectra.quantize.fake import fake_quantized
 from weightspectra.quantize.plan import BitPlan
 from weightspectra.quantize.sensitivity import Sensitivity, SensitivityTable
@@ -206,6 +207,14 @@ def damage_correlation(
     Returns
     -------
     DamageCorrelation
+        Kendall's τ-b and its p-value come from
+        :func:`weightspectra.compare.stats.kendall_tau`, the package's one Kendall τ.
+
+    Raises
+    ------
+    InputError
+        If ``measured`` does not have the table's shape, or a predicted or measured value is not
+        finite (the message names the first such layer and width).
     """
     kind = parse_enum(Sensitivity, sensitivity, "sensitivity")
     pred = table.omega(kind)
@@ -216,14 +225,21 @@ def damage_correlation(
     )
     if meas.shape != pred.shape:
         raise InputError(f"measured has shape {meas.shape}, expected {pred.shape} (layers, widths)")
+    bad = ~(np.isfinite(pred) & np.isfinite(meas))
+    if bad.any():
+        i, k = (int(v) for v in np.argwhere(bad)[0])
+        raise InputError(
+            f"layer {table.names[i]!r} at {table.bits[k]} bits has predicted Ω {pred[i, k]} and "
+            f"measured damage {meas[i, k]}; both must be finite: check its loss on these batches"
+        )
     p, m = pred.reshape(-1), meas.reshape(-1)
     rho = spearmanr(p, m)
-    tau = kendalltau(p, m)
+    tau, tau_p = kendall_tau(p, m)
     return DamageCorrelation(
         spearman=float(rho.statistic),
         spearman_p=float(rho.pvalue),
-        kendall=float(tau.statistic),
-        kendall_p=float(tau.pvalue),
+        kendall=tau,
+        kendall_p=tau_p,
         predicted=p,
         measured=m,
         pairs=[(n, b) for n in table.names for b in table.bits],

@@ -1,5 +1,6 @@
 """Frozen analysis results and their renderings (tables, CSV, JSON, markdown)."""
 
-from weightspectra.report.results import LayerResult, Report, Status
+from weightspectra.enums import Status
+from weightspectra.report.results import LayerResult, Report
 
 __all__ = ["LayerResult", "Report", "Status"]

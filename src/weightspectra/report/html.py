@@ -15,9 +15,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from weightspectra import schema
 from weightspectra.errors import InputError
-from weightspectra.report.render import TABLE_COLUMNS, _not_analysed, fmt_value
-from weightspectra.report.results import Report, Value
+from weightspectra.report.plots.model import alpha_band
+from weightspectra.report.render import _not_analysed, fmt_value
+from weightspectra.report.results import Report
+from weightspectra.schema import Value
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -26,8 +29,6 @@ if TYPE_CHECKING:
 OPEN_LAYER_PLOTS = 60
 #: Resolution of embedded PNGs (modest: a report of hundreds of layers stays a few MB).
 DEFAULT_DPI = 72
-#: Extra columns shown in the layer table when present (random-matrix diagnostics).
-_EXTRA_COLUMNS = ("mp_softrank", "num_spikes", "sigma_mp", "phase")
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:1.5em auto;
@@ -144,15 +145,20 @@ def figure_img(draw: Callable[[Axes], object], alt: str, figsize: tuple[float, f
     return img(figure_png(fig, dpi), alt)
 
 
-def _alpha_class(row: dict[str, Value]) -> str:
-    a = row.get("alpha")
-    if not isinstance(a, (int, float)) or not math.isfinite(a):
-        return "nofit"
-    if a < 2.0:
-        return "heavy"
-    if a > 6.0:
-        return "under"
-    return "good"
+def _alpha_classifier(report: Report) -> Callable[[dict[str, Value]], str]:
+    low, high = alpha_band(report)
+
+    def alpha_class(row: dict[str, Value]) -> str:
+        a = row.get("alpha")
+        if not isinstance(a, (int, float)) or not math.isfinite(a):
+            return "nofit"
+        if a < low:
+            return "heavy"
+        if a > high:
+            return "under"
+        return "good"
+
+    return alpha_class
 
 
 READING = (
@@ -170,6 +176,7 @@ READING = (
 
 def _summary_section(report: Report) -> str:
     s = report.summary
+    low, high = alpha_band(report)
     cards = [("analysed", s.get("num_layers", 0)), ("skipped", s.get("num_skipped", 0)),
              ("failed", s.get("num_failed", 0)), ("fits failed", s.get("num_fit_failed", 0))]
     cards += [(k, v) for k, v in s.items() if not k.startswith("num_")]
@@ -178,28 +185,26 @@ def _summary_section(report: Report) -> str:
     alpha = s.get("alpha")
     verdict = ""
     if isinstance(alpha, (int, float)):
-        if alpha < 2.0:
-            verdict = "very heavy-tailed on average (below 2)"
+        if alpha < low:
+            verdict = f"very heavy-tailed on average (below {low:g})"
         elif alpha <= 4.0:
-            verdict = "in the 2–4 range of well-trained layers"
-        elif alpha <= 6.0:
-            verdict = "between 4 and 6: trained, with weaker correlations than 2–4"
+            verdict = f"in the {low:g}–4 range of well-trained layers"
+        elif alpha <= high:
+            verdict = f"between 4 and {high:g}: trained, with weaker correlations than 2–4"
         else:
-            verdict = "above 6: weakly trained or random-like on average"
+            verdict = f"above {high:g}: weakly trained or random-like on average"
         verdict = f"<p>Mean α = {alpha:.2f}: {verdict}.</p>"
     return f'<h2>Summary</h2><div class="cards">{body}</div>{verdict}{READING}'
 
 
 def _glance_section(report: Report) -> str:
-    warnings: Counter[str] = Counter()
-    phases: Counter[str] = Counter()
-    for row in report.analysed:
-        w = row.metrics.get("warning")
-        for label in str(w).split(",") if isinstance(w, str) and w else ["none"]:
-            warnings[label] += 1
-        phase = row.metrics.get("phase")
-        if isinstance(phase, str) and phase:
-            phases[phase] += 1
+    # The counts are the stored model diagnostics; layers without a warning are counted here.
+    diag = report.diagnostics
+    warnings: Counter[str] = Counter(dict(diag.get("warning_counts", {})))
+    unflagged = sum(1 for r in report.analysed if not r.metrics.get("warning"))
+    if unflagged:
+        warnings["none"] = unflagged
+    phases: Counter[str] = Counter(dict(diag.get("phase_counts", {})))
     parts = ["<h2>At a glance</h2>"]
     items = "".join(f"<li><b>{esc(k)}</b>: {n} layer{'s' * (n != 1)}</li>"
                     for k, n in warnings.most_common())
@@ -225,8 +230,7 @@ def _glance_section(report: Report) -> str:
 
 def _layer_columns(rows: Sequence[dict[str, Value]]) -> list[str]:
     cols = ["layer_id", "name", "layer_type", "N", "M", "num_evals"]
-    cols += [c for c in (*TABLE_COLUMNS, *_EXTRA_COLUMNS)
-             if c not in cols and any(c in r for r in rows)]
+    cols += [c for c in schema.html_columns() if c not in cols and any(c in r for r in rows)]
     return cols
 
 
@@ -327,6 +331,7 @@ def report_html(
     title = title or f"weightspectra report: {report.source}"
     rows = report.rows()
     cols = _layer_columns(rows)
+    low, high = alpha_band(report)
     parts = [
         f"<h1>{esc(title)}</h1>",
         f'<p class="muted">weightspectra {esc(report.version)} · source {esc(report.source)} · '
@@ -334,8 +339,9 @@ def report_html(
         _summary_section(report),
         _glance_section(report),
         f"<h2>Layers ({len(rows)})</h2><p class=\"muted\">Click a header to sort. α cells: "
-        "green 2–6, orange below 2, red above 6.</p>",
-        '<div class="scroll">' + table(cols, rows, table_id="layers", row_class=_alpha_class)
+        f"green {low:g}–{high:g}, orange below {low:g}, red above {high:g}.</p>",
+        '<div class="scroll">'
+        + table(cols, rows, table_id="layers", row_class=_alpha_classifier(report))
         + "</div>",
     ]
     if plots:

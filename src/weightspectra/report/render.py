@@ -8,7 +8,10 @@ import math
 from collections import Counter
 from enum import Enum
 
-from weightspectra.report.results import ID_COLUMNS, LayerResult, Report, Status, Value
+from weightspectra import schema
+from weightspectra.enums import Status, parse_enum
+from weightspectra.report.results import LayerResult, Report
+from weightspectra.schema import ID_COLUMNS, Value
 
 
 class Format(str, Enum):
@@ -20,27 +23,24 @@ class Format(str, Enum):
     MARKDOWN = "markdown"
 
 
-#: Columns shown in the terminal table and markdown (CSV and JSON carry every column).
-TABLE_COLUMNS = (
-    "layer_id",
-    "name",
-    "layer_type",
-    "N",
-    "M",
-    "num_evals",
-    "alpha",
-    "alpha_weighted",
-    "log_alpha_norm",
-    "log_norm",
-    "log_spectral_norm",
-    "stable_rank",
-    "D",
-    "num_pl_spikes",
-    "phase",
-    "warning",
-)
-_SHORT = {"layer_type": "type", "num_evals": "evals", "num_pl_spikes": "spikes"}
-_LEFT = {"name", "layer_type", "phase", "warning", "status", "reason"}
+def table_columns(rows: list[dict[str, Value]]) -> list[str]:
+    """The terminal table's columns (:func:`weightspectra.schema.table_columns`) that these
+    rows have (the identity columns always)."""
+    return [c for c in schema.table_columns() if c in ID_COLUMNS or any(c in r for r in rows)]
+
+
+def _header(name: str) -> str:
+    try:
+        return schema.column(name).header
+    except KeyError:
+        return name
+
+
+def _is_left(name: str) -> bool:
+    try:
+        return schema.column(name).left
+    except KeyError:
+        return False
 
 
 def fmt_value(value: Value) -> str:
@@ -63,13 +63,9 @@ def fmt_value(value: Value) -> str:
 
 
 def csv_columns(rows: list[dict[str, Value]]) -> list[str]:
-    """Identity columns first, then every other column in first-seen order."""
-    cols = list(ID_COLUMNS)
-    for row in rows:
-        for key in row:
-            if key not in cols:
-                cols.append(key)
-    return cols
+    """Identity columns first, then every column the rows have, in schema order."""
+    present = [key for row in rows for key in row]
+    return schema.ordered([*ID_COLUMNS, *present])
 
 
 def to_csv(report: Report, include: str = "analysed") -> str:
@@ -102,16 +98,8 @@ def _not_analysed(report: Report) -> list[str]:
     routine: Counter[str] = Counter()
     listed: list[LayerResult] = []
     for r in report.layers:
-        if r.status is Status.SKIPPED and (
-            "-D tensor (a bias" in r.reason or r.reason.startswith("bias,")
-        ):
-            routine["biases and norm scales (1-D)"] += 1
-        elif r.status is Status.SKIPPED and "a buffer such as" in r.reason:
-            routine["non-float buffers"] += 1
-        elif r.status is Status.SKIPPED and r.reason.startswith("not selected"):
-            routine["not selected by --layers"] += 1
-        elif r.status is Status.SKIPPED and r.reason.startswith("excluded"):
-            routine["excluded by --exclude"] += 1
+        if r.status is Status.SKIPPED and r.reason_code.routine:
+            routine[r.reason_code.routine] += 1
         elif r.status in (Status.SKIPPED, Status.FAILED):
             listed.append(r)
     lines = []
@@ -165,12 +153,12 @@ def _diagnostic_lines(report: Report) -> list[str]:
 def to_table(report: Report, include: str = "analysed") -> str:
     """Aligned text table of the main columns, the model summary, and what was not analysed."""
     rows = report.rows(include)
-    cols = [c for c in TABLE_COLUMNS if c in ID_COLUMNS or any(c in r for r in rows)]
+    cols = table_columns(rows)
     if include == "all":
         cols += ["status", "reason"]
-    header = [_SHORT.get(c, c) for c in cols]
+    header = [_header(c) for c in cols]
     body = [[fmt_value(r.get(c)) for c in cols] for r in rows]
-    left = {i for i, c in enumerate(cols) if c in _LEFT}
+    left = {i for i, c in enumerate(cols) if _is_left(c)}
     out = _grid(header, body, left) if rows else ["(no layer was analysed)"]
     out += ["", *_summary_lines(report)]
     extra = _not_analysed(report)
@@ -182,10 +170,10 @@ def to_table(report: Report, include: str = "analysed") -> str:
 def to_markdown(report: Report, include: str = "analysed") -> str:
     """GitHub-flavoured markdown: the layer table, then the summary table."""
     rows = report.rows(include)
-    cols = [c for c in TABLE_COLUMNS if c in ID_COLUMNS or any(c in r for r in rows)]
+    cols = table_columns(rows)
     lines = [f"## weightspectra report: {report.source}", ""]
     lines.append("| " + " | ".join(cols) + " |")
-    lines.append("|" + "|".join("---" if c in _LEFT else "---:" for c in cols) + "|")
+    lines.append("|" + "|".join("---" if _is_left(c) else "---:" for c in cols) + "|")
     for r in rows:
         lines.append(
             "| " + " | ".join(fmt_value(r.get(c)).replace("|", "\\|") for c in cols) + " |"
@@ -200,7 +188,6 @@ def to_markdown(report: Report, include: str = "analysed") -> str:
 
 def render(report: Report, fmt: Format | str = Format.TABLE, include: str = "analysed") -> str:
     """Render ``report`` as text in ``fmt`` (table, csv, json or markdown)."""
-    from weightspectra.enums import parse_enum
 
     fmt = parse_enum(Format, fmt, "format")
     if fmt is Format.CSV:

@@ -1,53 +1,78 @@
-"""Per-layer results and the model report: frozen, serialisable, framework-free."""
+"""Per-layer results and the model report: frozen, serialisable, framework-free.
+
+A :class:`LayerResult` is serialised in one place (:meth:`LayerResult.to_dict` /
+:meth:`LayerResult.from_dict`), which the JSON writer, the result cache and pickling all use;
+its metric columns are those declared in :mod:`weightspectra.schema`. A :class:`Report` only
+stores: its model-level summary and diagnostics are computed by :mod:`weightspectra.metrics`
+when the analysis runs, and renderers read them.
+"""
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from enum import Enum
-from functools import cached_property
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from weightspectra import schema
+from weightspectra.enums import Reason, Status
 from weightspectra.errors import InputError, MissingDependencyError
-from weightspectra.metrics.model_diagnostics import model_diagnostics
-from weightspectra.metrics.summary import model_summary
+from weightspectra.schema import ID_COLUMNS, Value
 
 if TYPE_CHECKING:
     import pandas as pd
 
-#: Version of the JSON layout written by :meth:`Report.to_json`.
-SCHEMA_VERSION = 1
+#: Version of the JSON layout written by :meth:`Report.to_json` (2: stored model diagnostics,
+#: reason codes, randomised ESDs).
+SCHEMA_VERSION = 2
 
-Value = float | int | str | None
+#: Fields of :class:`LayerResult` that hold eigenvalue arrays (stored apart by the cache).
+ARRAY_FIELDS = ("evals", "rand_evals")
 
-#: Identity columns, first in every rendering.
-ID_COLUMNS = (
-    "layer_id",
-    "name",
-    "layer_type",
-    "N",
-    "M",
-    "Q",
-    "rf",
-    "num_evals",
-    "status",
-    "reason",
-)
+__all__ = ["ID_COLUMNS", "SCHEMA_VERSION", "LayerResult", "Report", "Status", "Value"]
+
+_NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
 
-class Status(str, Enum):
-    """What happened to a layer."""
+def encode_value(value: Any) -> Value:
+    """A cell as strict JSON can hold it: NaN and ±inf as the strings ``"NaN"``,
+    ``"Infinity"``, ``"-Infinity"``; numpy scalars as Python ones."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    out: Value = value
+    return out
 
-    OK = "ok"  # spectrum computed (its fit may still have failed: see `warning`)
-    SKIPPED = "skipped"  # not analysed, by rule or option (reason says which)
-    FAILED = "failed"  # analysis attempted and impossible (reason says why)
-    PLANNED = "planned"  # `describe`: would be analysed, nothing computed
+
+def decode_metrics(data: Mapping[str, Any]) -> dict[str, Value]:
+    """Inverse of the metric encoding of :meth:`LayerResult.to_dict`: the non-finite
+    sentinels of numeric columns become floats again (text columns are kept as they are)."""
+    out: dict[str, Value] = {}
+    for key, value in data.items():
+        if isinstance(value, str) and value in _NON_FINITE:
+            try:
+                is_text = schema.column(key).dtype is str
+            except KeyError:
+                is_text = False
+            out[key] = value if is_text else _NON_FINITE[value]
+        else:
+            out[key] = value
+    return out
+
+
+def _array(value: Any) -> np.ndarray | None:
+    if value is None:
+        return None
+    arr = np.array(value, dtype=np.float64)
+    arr.setflags(write=False)
+    return arr
 
 
 @dataclass(frozen=True)
@@ -64,19 +89,24 @@ class LayerResult:
     key : str
         The tensor's key in the source.
     layer_type : str
-        A :class:`~weightspectra.options.LayerType` value.
+        A :class:`~weightspectra.enums.LayerType` value.
     status : Status
     reason : str
         Why the row is skipped or failed ('' when ok).
+    reason_code : Reason
+        The same as a code (:class:`~weightspectra.enums.Reason`).
     shape : tuple of int
         Shape of the whole tensor.
     N, M, rf, num_evals : int
         Larger and smaller side of each matrix, kernel positions of the layer (1 for
         non-convolutions), and eigenvalues in the ESD (``M·rf`` for a pooled convolution).
     metrics : mapping
-        Metric columns (see the docs); empty unless ``status`` is ok.
+        Metric columns (declared in :mod:`weightspectra.schema`); empty unless ``status`` is ok.
     evals : ndarray, optional
         The ESD (ascending, read-only) for ok rows.
+    rand_evals : ndarray, optional
+        The ESD of the entry-shuffled matrix (ascending, read-only, same units), when the
+        analysis ran with ``randomize=True``.
     """
 
     layer_id: int
@@ -85,6 +115,7 @@ class LayerResult:
     layer_type: str
     status: Status
     reason: str = ""
+    reason_code: Reason = Reason.NONE
     shape: tuple[int, ...] = ()
     N: int = 0
     M: int = 0
@@ -92,23 +123,21 @@ class LayerResult:
     num_evals: int = 0
     metrics: Mapping[str, Value] = field(default_factory=dict)
     evals: np.ndarray | None = field(default=None, repr=False, compare=False)
+    rand_evals: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "status", Status(self.status))
-        object.__setattr__(self, "metrics", MappingProxyType(dict(self.metrics)))
-        if self.evals is not None:
-            evals = np.array(self.evals, dtype=np.float64)
-            evals.setflags(write=False)
-            object.__setattr__(self, "evals", evals)
+        set_ = object.__setattr__
+        set_(self, "status", Status(self.status))
+        set_(self, "reason_code", Reason(self.reason_code))
+        set_(self, "shape", tuple(int(s) for s in self.shape))
+        set_(self, "metrics", MappingProxyType(dict(self.metrics)))
+        for name in ARRAY_FIELDS:
+            set_(self, name, _array(getattr(self, name)))
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        # A mappingproxy does not pickle; rebuild from a plain dict (worker processes send
-        # rows back this way, and users pickle reports).
-        values = tuple(getattr(self, f.name) for f in fields(self))
-        names = [f.name for f in fields(self)]
-        state = dict(zip(names, values, strict=True))
-        state["metrics"] = dict(self.metrics)
-        return (_rebuild_row, (state,))
+        # A mappingproxy does not pickle: rows travel (worker processes, users' pickles) as
+        # their one serialised form, arrays kept as arrays.
+        return (_restore, (self.to_dict(arrays=False), self.arrays()))
 
     @property
     def Q(self) -> float:
@@ -119,7 +148,7 @@ class LayerResult:
         return self.status is Status.OK
 
     def row(self) -> dict[str, Value]:
-        """The flat record of this row: identity columns, then metrics."""
+        """The flat record of this row: identity columns, then metrics (schema order)."""
         out: dict[str, Value] = {
             "layer_id": self.layer_id,
             "name": self.name,
@@ -135,77 +164,139 @@ class LayerResult:
         out.update(self.metrics)
         return out
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (evals included as a list when present)."""
-        return {
-            "layer_id": self.layer_id,
-            "name": self.name,
-            "key": self.key,
-            "layer_type": self.layer_type,
-            "status": self.status.value,
-            "reason": self.reason,
-            "shape": list(self.shape),
-            "N": self.N,
-            "M": self.M,
-            "rf": self.rf,
-            "num_evals": self.num_evals,
-            "metrics": {k: _json_value(v) for k, v in self.metrics.items()},
-            "evals": None if self.evals is None else self.evals.tolist(),
-        }
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The eigenvalue arrays this row holds, by field name."""
+        return {n: a for n in ARRAY_FIELDS if (a := getattr(self, n)) is not None}
+
+    def to_dict(self, *, arrays: bool = True) -> dict[str, Any]:
+        """The one serialised form of a row: JSON-ready (non-finite metric values as the
+        strings ``"NaN"``/``"Infinity"``); eigenvalue arrays as lists when ``arrays``, left out
+        otherwise (the cache stores them apart, see :meth:`arrays`)."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in ARRAY_FIELDS:
+                if arrays:
+                    out[f.name] = None if value is None else value.tolist()
+            elif f.name == "metrics":
+                out[f.name] = {k: encode_value(v) for k, v in value.items()}
+            elif isinstance(value, Enum):
+                out[f.name] = value.value
+            elif isinstance(value, tuple):
+                out[f.name] = list(value)
+            else:
+                out[f.name] = value
+        return out
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> LayerResult:
-        metrics = {k: (math.nan if v == "NaN" else v) for k, v in data["metrics"].items()}
-        return cls(
-            layer_id=int(data["layer_id"]),
-            name=str(data["name"]),
-            key=str(data["key"]),
-            layer_type=str(data["layer_type"]),
-            status=Status(data["status"]),
-            reason=str(data["reason"]),
-            shape=tuple(int(s) for s in data["shape"]),
-            N=int(data["N"]),
-            M=int(data["M"]),
-            rf=int(data["rf"]),
-            num_evals=int(data["num_evals"]),
-            metrics=metrics,
-            evals=None if data.get("evals") is None else np.asarray(data["evals"]),
-        )
+    def from_dict(
+        cls, data: Mapping[str, Any], arrays: Mapping[str, np.ndarray] | None = None
+    ) -> LayerResult:
+        """Rebuild a row from :meth:`to_dict` (arrays from ``data`` or from ``arrays``).
+
+        Raises
+        ------
+        KeyError, ValueError, TypeError
+            If ``data`` is not a serialised row.
+        """
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name in ARRAY_FIELDS:
+                values[f.name] = (arrays or {}).get(f.name, data.get(f.name))
+            elif f.name in data:
+                values[f.name] = _DECODE[f.name](data[f.name])
+        return cls(**values)
 
 
-def _rebuild_row(state: dict[str, Any]) -> LayerResult:
-    return LayerResult(**state)
+_DECODE: dict[str, Callable[[Any], Any]] = {
+    "layer_id": int,
+    "name": str,
+    "key": str,
+    "layer_type": str,
+    "status": Status,
+    "reason": str,
+    "reason_code": Reason,
+    "shape": lambda s: tuple(int(v) for v in s),
+    "N": int,
+    "M": int,
+    "rf": int,
+    "num_evals": int,
+    "metrics": decode_metrics,
+}
 
 
-def _json_value(value: Value) -> Value:
-    if isinstance(value, float) and not math.isfinite(value):
-        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
-    if isinstance(value, np.generic):
-        item: Value = value.item()
-        return item
+def _restore(record: dict[str, Any], arrays: dict[str, np.ndarray]) -> LayerResult:
+    return LayerResult.from_dict(record, arrays)
+
+
+def _frozen(value: Any) -> Any:
+    """A read-only deep copy of plain data (dicts as mappingproxies, lists as tuples)."""
+    if isinstance(value, Mapping):
+        return MappingProxyType({k: _frozen(v) for k, v in value.items()})
+    if isinstance(value, (list, tuple)):
+        return tuple(_frozen(v) for v in value)
     return value
+
+
+def _plain(value: Any) -> Any:
+    """The JSON-ready copy of frozen data (inverse of :func:`_frozen`)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return encode_value(value)
 
 
 @dataclass(frozen=True)
 class Report:
-    """The result of one analysis: every layer's row, and the model summary.
+    """The result of one analysis: every layer's row, the model summary and diagnostics.
+
+    Made by :func:`weightspectra.analyze` (or :func:`weightspectra.describe`); the model-level
+    results are computed there, by :mod:`weightspectra.metrics`, with the thresholds of the
+    options, and only stored here.
 
     Attributes
     ----------
     source : str
         What was analysed.
     options : mapping
-        The options used (plain JSON form).
+        The options used (plain JSON form, :meth:`weightspectra.Options.to_dict`).
     layers : tuple of LayerResult
         Every row, in model order, analysed or not.
     version : str
         weightspectra version that made the report.
+    summary : mapping
+        Model-level means and counts (:func:`weightspectra.metrics.summary.model_summary`).
+    diagnostics : mapping
+        Model-level diagnostics: correlation flow, scale collapse, phase and warning counts
+        (:func:`weightspectra.metrics.model_diagnostics.model_diagnostics`); read-only.
     """
 
     source: str
     options: Mapping[str, Any]
     layers: tuple[LayerResult, ...]
     version: str
+    summary: Mapping[str, float | int] = field(default_factory=dict)
+    diagnostics: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "options", _frozen(dict(self.options)))
+        object.__setattr__(self, "layers", tuple(self.layers))
+        object.__setattr__(self, "summary", MappingProxyType(dict(self.summary)))
+        object.__setattr__(self, "diagnostics", _frozen(dict(self.diagnostics)))
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return (
+            Report,
+            (
+                self.source,
+                _plain(self.options),
+                self.layers,
+                self.version,
+                dict(self.summary),
+                _plain(self.diagnostics),
+            ),
+        )
 
     @property
     def analysed(self) -> tuple[LayerResult, ...]:
@@ -222,17 +313,10 @@ class Report:
         """Rows whose analysis was attempted and failed, each with its reason."""
         return tuple(r for r in self.layers if r.status is Status.FAILED)
 
-    @cached_property
-    def summary(self) -> dict[str, float | int]:
-        """Model-level means and counts (see :func:`.metrics.summary.model_summary`)."""
-        return model_summary(r.row() for r in self.layers)
-
-    @cached_property
-    def diagnostics(self) -> dict[str, Any]:
-        """Model-level diagnostics: correlation flow (α against depth per layer type), scale
-        collapse, and counts of layers per phase and per warning (see
-        :func:`~weightspectra.metrics.model_diagnostics.model_diagnostics`)."""
-        return model_diagnostics(self.rows())
+    def option(self, name: str, default: Any = None) -> Any:
+        """One option of the analysis (its plain value), ``default`` when the report's options
+        do not have it (a report written by an older version)."""
+        return self.options.get(name, default)
 
     def __getitem__(self, name: str) -> LayerResult:
         for r in self.layers:
@@ -258,12 +342,14 @@ class Report:
         return pd.DataFrame.from_records(self.rows(include))
 
     def to_dict(self) -> dict[str, Any]:
+        """The JSON-ready form of the report (:meth:`from_json` reads it back)."""
         return {
             "schema_version": SCHEMA_VERSION,
             "weightspectra_version": self.version,
             "source": self.source,
-            "options": dict(self.options),
-            "summary": {k: _json_value(v) for k, v in self.summary.items()},
+            "options": _plain(self.options),
+            "summary": {k: encode_value(v) for k, v in self.summary.items()},
+            "diagnostics": _plain(self.diagnostics),
             "layers": [r.to_dict() for r in self.layers],
         }
 
@@ -300,7 +386,13 @@ class Report:
 
     @classmethod
     def from_json(cls, source: str | Path) -> Report:
-        """Load a report saved by :meth:`to_json` (a path, or the JSON text itself)."""
+        """Load a report saved by :meth:`to_json` (a path, or the JSON text itself).
+
+        Raises
+        ------
+        InputError
+            If the file is missing, not a report, or of a newer layout than this version reads.
+        """
         text = str(source)
         if not text.lstrip().startswith("{"):
             path = Path(source)
@@ -317,9 +409,25 @@ class Report:
                 f"report schema {version} is newer than this weightspectra understands "
                 f"({SCHEMA_VERSION}); upgrade weightspectra"
             )
-        return cls(
-            source=str(data["source"]),
-            options=dict(data["options"]),
-            layers=tuple(LayerResult.from_dict(r) for r in data["layers"]),
-            version=str(data["weightspectra_version"]),
-        )
+        try:
+            return cls(
+                source=str(data["source"]),
+                options=dict(data["options"]),
+                layers=tuple(LayerResult.from_dict(r) for r in data["layers"]),
+                version=str(data["weightspectra_version"]),
+                summary=decode_metrics(data.get("summary", {})),  # type: ignore[arg-type]
+                diagnostics=_decoded(data.get("diagnostics", {})),
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise InputError(f"a malformed weightspectra report JSON ({exc!r})") from exc
+
+
+def _decoded(value: Any) -> Any:
+    """Plain JSON data with the non-finite sentinels turned back into floats."""
+    if isinstance(value, Mapping):
+        return {k: _decoded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_decoded(v) for v in value]
+    if isinstance(value, str) and value in _NON_FINITE:
+        return _NON_FINITE[value]
+    return value

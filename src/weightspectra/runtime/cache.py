@@ -3,11 +3,14 @@
 One file per analysed tensor, named by a SHA-256 over: the tensor's bytes, dtype and shape; its
 key, layer id and type; every option that can change its rows (all options except those listed
 in :data:`NON_RESULT_OPTIONS`, so an option added later enters the key by default); the spectrum
-backend (numpy and torch differ in round-off); the weightspectra version; and
-:data:`CACHE_FORMAT`. A file is written to a temporary name in the same folder and renamed over
-the final name (``os.replace``, atomic on POSIX and Windows), so a killed run leaves either a
-complete entry or none; a stray temporary file is ignored and overwritten. An entry that cannot
-be read is treated as missing and recomputed.
+backend (numpy and torch differ in round-off); the weightspectra version; the fingerprint of the
+report's columns (:func:`weightspectra.schema.fingerprint`, so a column added since, built in or
+registered, is never served from an older entry); and :data:`CACHE_FORMAT`. A file is written
+to a temporary name in the same folder and renamed over the final name (``os.replace``, atomic
+on POSIX and Windows), so a killed run leaves either a complete entry or none; a stray temporary
+file is ignored and overwritten. An entry that cannot be read is treated as missing and
+recomputed. Rows are stored in their one serialised form (:meth:`LayerResult.to_dict`), their
+eigenvalue arrays beside them.
 """
 
 from __future__ import annotations
@@ -24,12 +27,14 @@ from typing import Any
 
 import numpy as np
 
+from weightspectra import schema
 from weightspectra._version import __version__
 from weightspectra.errors import OptionError
-from weightspectra.report.results import LayerResult, Status
+from weightspectra.report.results import LayerResult
 
-#: Version of the entry layout; bump it when the layout or a metric's meaning changes.
-CACHE_FORMAT = 1
+#: Version of the entry layout (the file format, not the columns: those are fingerprinted);
+#: bump it when the layout or a metric's meaning changes.
+CACHE_FORMAT = 2
 #: Options that never change a tensor's rows (where and how fast, not what is computed).
 NON_RESULT_OPTIONS = frozenset({"workers", "parallel", "cache", "device", "layers", "exclude"})
 _SUFFIX = ".wsc.npz"
@@ -97,6 +102,7 @@ class ResultCache:
         """
         context = {
             "format": CACHE_FORMAT,
+            "columns": schema.fingerprint(),
             "version": __version__,
             "backend": backend,
             "dtype": str(tensor.dtype),
@@ -104,9 +110,7 @@ class ResultCache:
             "identity": dict(identity),
             "options": {k: v for k, v in options.items() if k not in NON_RESULT_OPTIONS},
         }
-        digest = hashlib.sha256(
-            json.dumps(context, sort_keys=True, default=_json_default).encode()
-        )
+        digest = hashlib.sha256(json.dumps(context, sort_keys=True, default=_json_default).encode())
         raw_bytes = np.ascontiguousarray(tensor).view(np.uint8)  # any dtype, bfloat16 too
         digest.update(raw_bytes.data)
         return digest.hexdigest()
@@ -123,8 +127,8 @@ class ResultCache:
         try:
             with np.load(path, allow_pickle=False) as data:
                 records = json.loads(bytes(data["rows"]).decode())
-                evals = {name: np.array(data[name]) for name in data.files if name != "rows"}
-            return [_from_record(r, evals.get(f"evals{i}")) for i, r in enumerate(records)]
+                arrays = {name: np.array(data[name]) for name in data.files if name != "rows"}
+            return [LayerResult.from_dict(r, _arrays_of(arrays, i)) for i, r in enumerate(records)]
         except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile):
             return None  # damaged by something other than us: recompute and overwrite
 
@@ -133,13 +137,13 @@ class ResultCache:
         buffer = io.BytesIO()
         arrays: dict[str, np.ndarray] = {
             "rows": np.frombuffer(
-                json.dumps([_to_record(r) for r in rows], default=_json_default).encode(),
+                json.dumps([r.to_dict(arrays=False) for r in rows], default=_json_default).encode(),
                 dtype=np.uint8,
             )
         }
         for i, row in enumerate(rows):
-            if row.evals is not None:
-                arrays[f"evals{i}"] = row.evals
+            for name, array in row.arrays().items():
+                arrays[f"{name}.{i}"] = array
         np.savez(buffer, **arrays)  # type: ignore[arg-type]
         fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".tmp-", suffix=_SUFFIX)
         try:
@@ -157,36 +161,7 @@ class ResultCache:
         return sum(1 for _ in self.folder.glob(f"[0-9a-f]*{_SUFFIX}"))
 
 
-def _to_record(row: LayerResult) -> dict[str, Any]:
-    return {
-        "layer_id": row.layer_id,
-        "name": row.name,
-        "key": row.key,
-        "layer_type": row.layer_type,
-        "status": row.status.value,
-        "reason": row.reason,
-        "shape": list(row.shape),
-        "N": row.N,
-        "M": row.M,
-        "rf": row.rf,
-        "num_evals": row.num_evals,
-        "metrics": dict(row.metrics),  # json keeps NaN/Infinity and exact float repr
-    }
-
-
-def _from_record(record: Mapping[str, Any], evals: np.ndarray | None) -> LayerResult:
-    return LayerResult(
-        layer_id=int(record["layer_id"]),
-        name=str(record["name"]),
-        key=str(record["key"]),
-        layer_type=str(record["layer_type"]),
-        status=Status(record["status"]),
-        reason=str(record["reason"]),
-        shape=tuple(int(s) for s in record["shape"]),
-        N=int(record["N"]),
-        M=int(record["M"]),
-        rf=int(record["rf"]),
-        num_evals=int(record["num_evals"]),
-        metrics=dict(record["metrics"]),
-        evals=evals,
-    )
+def _arrays_of(arrays: Mapping[str, np.ndarray], i: int) -> dict[str, np.ndarray]:
+    """The arrays of the ``i``-th row of an entry (stored as ``"<field>.<i>"``)."""
+    suffix = f".{i}"
+    return {k[: -len(suffix)]: v for k, v in arrays.items() if k.endswith(suffix)}

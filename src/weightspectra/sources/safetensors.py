@@ -15,6 +15,7 @@ import json
 import mmap
 import struct
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,8 @@ try:  # a numpy dtype for bfloat16 (a dependency; guarded so a broken install st
     _BFLOAT16: Any = ml_dtypes.bfloat16
 except ImportError:  # pragma: no cover - exercised by monkeypatching in the tests
     _BFLOAT16 = None
-from weightspectra.sources.base import Source, TensorEntry, in_model_order
+from weightspectra.sources.base import Source, TensorEntry, as_path, in_model_order, merge_files
+from weightspectra.sources.naming import interleaved_gate_up_beside, type_entries
 
 #: A header longer than this is not a real safetensors header (the format caps it at 100 MB).
 MAX_HEADER_BYTES = 100_000_000
@@ -220,8 +222,10 @@ def _no_load() -> np.ndarray:
 
 
 def open_file(path: Path) -> Source:
-    """Open one ``.safetensors`` file (tensors in the model's natural order)."""
-    return Source(description=str(path), entries=tuple(_file_entries(path)))
+    """Open one ``.safetensors`` file (tensors in the model's natural order, typed by naming)."""
+    interleaved = interleaved_gate_up_beside(path)
+    entries = type_entries(_file_entries(path), interleaved_gate_up=interleaved)
+    return Source(description=str(path), entries=entries)
 
 
 def open_folder(folder: Path) -> Source:
@@ -235,6 +239,8 @@ def open_folder(folder: Path) -> Source:
     ------
     InputError
         If the folder holds no safetensors file, or the index names a missing shard.
+    CorruptFileError
+        If the index is malformed, or a tensor appears in two files.
     """
     indexes = sorted(folder.glob("*.safetensors.index.json"))
     if indexes:
@@ -248,7 +254,7 @@ def open_folder(folder: Path) -> Source:
         by_file: dict[str, list[str]] = {}
         for key, fname in weight_map.items():
             by_file.setdefault(str(fname), []).append(str(key))
-        entries: dict[str, TensorEntry] = {}
+        parts = []
         for fname, keys in by_file.items():
             shard = folder / fname
             if not shard.is_file():
@@ -256,24 +262,47 @@ def open_folder(folder: Path) -> Source:
                     f"{index_path} names shard {fname!r}, which is missing from {folder}; "
                     "download the complete checkpoint"
                 )
-            for entry in _file_entries(shard, keys):
-                entries[entry.key] = entry
-        ordered = [entries[k] for k in in_model_order(entries)]
-        return Source(description=str(folder), entries=tuple(ordered))
-    files = sorted(folder.glob("*.safetensors"))
-    if not files:
-        raise InputError(
-            f"{folder} contains no .safetensors file; point at a model file or a folder holding "
-            "model.safetensors (or shards with their index)"
+            parts.append((shard, _file_entries(shard, keys)))
+    else:
+        files = sorted(folder.glob("*.safetensors"))
+        if not files:
+            raise InputError(
+                f"{folder} contains no .safetensors file; point at a model file or a folder "
+                "holding model.safetensors (or shards with their index)"
+            )
+        parts = [(f, _file_entries(f)) for f in files]
+    merged = merge_files(folder, parts)
+    entries = type_entries(merged, interleaved_gate_up=interleaved_gate_up_beside(folder))
+    return Source(description=str(folder), entries=entries)
+
+
+@dataclass(frozen=True)
+class SafetensorsFile:
+    """Adapter for one ``.safetensors`` file (numpy only)."""
+
+    name: str = "safetensors-file"
+    extra: str | None = None
+    requires: str | None = None
+
+    def can_open(self, model: object) -> bool:
+        return (
+            isinstance(model, Path) and model.is_file() and model.suffix.lower() == ".safetensors"
         )
-    all_entries: dict[str, TensorEntry] = {}
-    for f in files:
-        for entry in _file_entries(f):
-            if entry.key in all_entries:
-                raise CorruptFileError(
-                    f"tensor {entry.key!r} appears in two files of {folder} "
-                    f"(second: {f.name}); keep one checkpoint per folder"
-                )
-            all_entries[entry.key] = entry
-    ordered = [all_entries[k] for k in in_model_order(all_entries)]
-    return Source(description=str(folder), entries=tuple(ordered))
+
+    def open(self, model: object) -> Source:
+        return open_file(as_path(model, self.name))
+
+
+@dataclass(frozen=True)
+class SafetensorsFolder:
+    """Adapter for a folder of (sharded) ``.safetensors`` files (numpy only)."""
+
+    name: str = "safetensors-folder"
+    extra: str | None = None
+    requires: str | None = None
+
+    def can_open(self, model: object) -> bool:
+        return isinstance(model, Path) and model.is_dir() and any(model.glob("*.safetensors"))
+
+    def open(self, model: object) -> Source:
+        return open_folder(as_path(model, self.name))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -262,14 +262,10 @@ def plot_esd_linear(layer: LayerResult, ax: Axes | None = None, bins: int = 80) 
 
 
 def randomized_evals(layer: LayerResult) -> np.ndarray | None:
-    """Eigenvalues of the layer's shuffled (randomised) matrix when computed, else ``None``."""
-    value: Any = getattr(layer, "rand_evals", None)
-    if value is None:
-        value = layer.metrics.get("rand_evals")
-    if value is None or isinstance(value, (str, float, int)):
-        return None
-    arr = np.sort(np.asarray(value, dtype=np.float64).ravel())
-    return arr if arr.size else None
+    """Eigenvalues of the layer's shuffled (randomised) matrix when computed
+    (``randomize=True``), else ``None``."""
+    rand = layer.rand_evals
+    return rand if rand is not None and rand.size else None
 
 
 def plot_randomized(layer: LayerResult, ax: Axes | None = None, bins: int = 60) -> Axes:

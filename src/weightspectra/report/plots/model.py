@@ -30,6 +30,14 @@ from weightspectra.report.results import Report
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
+def alpha_band(report: Report) -> tuple[float, float]:
+    """The α band of the analysis: (``over_trained_alpha``, ``under_trained_alpha``) as the
+    user set them (2–6 by default)."""
+    low = report.option("over_trained_alpha", ALPHA_BAND[0])
+    high = report.option("under_trained_alpha", ALPHA_BAND[1])
+    return float(low), float(high)
+
+
 def _check_report(report: Report) -> None:
     if not isinstance(report, Report):
         raise InputError(
@@ -104,7 +112,8 @@ def plot_metric_depth(
 
 
 def plot_correlation_flow(report: Report, ax: Axes | None = None) -> Axes:
-    """Correlation flow: α against depth, coloured by layer type, the 2–6 band shaded.
+    """Correlation flow: α against depth, coloured by layer type, the band between the
+    analysis' ``over_trained_alpha`` and ``under_trained_alpha`` (2–6 by default) shaded.
 
     Raises
     ------
@@ -113,14 +122,15 @@ def plot_correlation_flow(report: Report, ax: Axes | None = None) -> Axes:
     MissingDependencyError
         If matplotlib is not installed.
     """
-    ax = plot_metric_depth(report, "alpha", ax, band=ALPHA_BAND)
+    ax = plot_metric_depth(report, "alpha", ax, band=alpha_band(report))
     ax.set_title("correlation flow: α by depth", fontsize=9)
     ax.set_ylabel("α")
     return ax
 
 
 def plot_alpha_histogram(report: Report, ax: Axes | None = None, bins: int = 20) -> Axes:
-    """Histogram of the layers' α, the 2–6 band shaded and the mean marked.
+    """Histogram of the layers' α, the analysis' α band (2–6 by default) shaded and the mean
+    marked.
 
     Raises
     ------
@@ -131,7 +141,7 @@ def plot_alpha_histogram(report: Report, ax: Axes | None = None, bins: int = 20)
     """
     _, vals, _ = metric_by_depth(report, "alpha")
     ax = _axes(ax)
-    ax.axvspan(*ALPHA_BAND, color="tab:green", alpha=0.1)
+    ax.axvspan(*alpha_band(report), color="tab:green", alpha=0.1)
     ax.hist(vals, bins=bins, color="tab:blue", alpha=0.7)
     ax.axvline(float(vals.mean()), color="tab:red", ls="--", lw=1,
                label=f"mean α={vals.mean():.2f}")
