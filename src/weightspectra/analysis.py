@@ -82,16 +82,13 @@ def _resolve_options(options: Options | None, kwargs: Mapping[str, Any]) -> Opti
 
 def plan(source: Source, options: Options) -> list[TensorPlan]:
     """Decide, from names and shapes alone, what each tensor of ``source`` becomes."""
-    shapes = {e.key: e.shape for e in source.entries}
     plans = []
     for layer_id, entry in enumerate(source.entries):
-        plans.append(_plan_entry(layer_id, entry, shapes, options))
+        plans.append(_plan_entry(layer_id, entry, options))
     return plans
 
 
-def _plan_entry(
-    layer_id: int, entry: TensorEntry, shapes: Mapping[str, tuple[int, ...]], options: Options
-) -> TensorPlan:
+def _plan_entry(layer_id: int, entry: TensorEntry, options: Options) -> TensorPlan:
     def skip(
         code: Reason, reason: str, layer_type: LayerType = LayerType.UNKNOWN
     ) -> TensorPlan:
@@ -112,7 +109,8 @@ def _plan_entry(
     layer_type = entry.layer_type or LayerType.UNKNOWN  # typed by the source's adapter
     if layer_type is LayerType.UNKNOWN:
         why = entry.type_reason or "the source gave no layer type (open it with open_model)"
-        return skip(Reason.UNKNOWN_TYPE, why)
+        code = entry.type_code if entry.type_code is not Reason.NONE else Reason.UNKNOWN_TYPE
+        return skip(code, why)
     if options.layers is not None and not selects(options.layers, layer_id, entry.name, layer_type):
         return skip(Reason.NOT_SELECTED, "not selected by the layers option", layer_type)
     if options.exclude and selects(options.exclude, layer_id, entry.name, layer_type):

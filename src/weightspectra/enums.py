@@ -82,7 +82,7 @@ class Parallel(str, Enum):
 
 
 class BootstrapMethod(str, Enum):
-    """Resampling scheme of the bootstrap interval of α (see :mod:`weightspectra.fitting.uncertainty`)."""
+    """Resampling scheme of the bootstrap interval of α (see fitting/uncertainty.py)."""
 
     TAIL = "tail"
     FULL = "full"

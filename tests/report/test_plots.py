@@ -14,6 +14,8 @@ import pytest
 
 import weightspectra as ws
 from weightspectra.errors import InputError, MissingDependencyError
+from weightspectra.fitting.mp import MPFitError, mp_density_from_edge
+from weightspectra.fitting.powerlaw import FitError, xmin_scan
 from weightspectra.report import plots
 
 pytest.importorskip("matplotlib")
@@ -39,7 +41,7 @@ def _fresh() -> Any:
 def test_xmin_scan_reproduces_the_fit(report: ws.Report) -> None:
     for row in report.analysed:
         x = np.sort(row.evals[row.evals > 1e-5])
-        xs, alphas, ds = plots.xmin_scan(row.evals, max_candidates=None)
+        xs, alphas, ds = xmin_scan(row.evals, max_candidates=None)
         best = int(np.argmin(ds))
         assert xs[best] == row.metrics["xmin"], row.name
         assert alphas[best] == pytest.approx(row.metrics["alpha"], rel=1e-10)
@@ -54,14 +56,14 @@ def test_xmin_scan_reproduces_the_fit(report: ws.Report) -> None:
 def test_xmin_scan_small_sample_and_subsampling(report: ws.Report) -> None:
     tiny = report["tiny"]
     assert tiny.num_evals == 16
-    xs, _, _ = plots.xmin_scan(tiny.evals)
+    xs, _, _ = xmin_scan(tiny.evals)
     assert xs.size == 16 - 8 + 1  # only tails of at least 8 points
     big = report["embed"]
     xmin = big.metrics["xmin"]
-    xs, _, _ = plots.xmin_scan(big.evals, max_candidates=10, include=xmin)
+    xs, _, _ = xmin_scan(big.evals, max_candidates=10, include=xmin)
     assert xs.size <= 11 and xmin in xs
-    with pytest.raises(InputError, match="no candidate xmin"):
-        plots.xmin_scan(np.ones(5))
+    with pytest.raises(FitError, match="no candidate xmin"):
+        xmin_scan(np.ones(5))
 
 
 @pytest.mark.parametrize("Q", [1.0, 2.0, 4.0])
@@ -70,13 +72,13 @@ def test_mp_density_integrates_to_one(Q: float) -> None:
     c = 1 / Q
     lo = edge / (1 + math.sqrt(c)) ** 2 * (1 - math.sqrt(c)) ** 2
     quad = pytest.importorskip("scipy.integrate").quad
-    total, _ = quad(lambda t: float(plots.mp_density(np.array([t]), edge, Q)[0]), lo, edge,
+    total, _ = quad(lambda t: float(mp_density_from_edge(np.array([t]), edge, Q)[0]), lo, edge,
                     limit=200)
     assert total == pytest.approx(1.0, abs=1e-6)
     outside = [edge * 1.01] + ([lo * 0.99] if lo > 0 else [])
-    assert plots.mp_density(np.array(outside), edge, Q).tolist() == [0] * len(outside)
-    with pytest.raises(InputError, match="Q ≥ 1"):
-        plots.mp_density(np.array([1.0]), edge, 0.5)
+    assert mp_density_from_edge(np.array(outside), edge, Q).tolist() == [0] * len(outside)
+    with pytest.raises(MPFitError, match="Q"):
+        mp_density_from_edge(np.array([1.0]), edge, 0.5)
 
 
 def test_loglog_draws_fit_and_xmin(report: ws.Report) -> None:

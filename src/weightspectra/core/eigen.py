@@ -11,8 +11,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from weightspectra.errors import LayerError, NumericalWarning
 from weightspectra.enums import EigenMethod, Precision
+from weightspectra.errors import LayerError, NumericalWarning
 
 #: Negative Gram eigenvalues up to this many ``M·eps·λ_max`` are round-off and are clipped to 0;
 #: larger ones mean the Gram matrix was not symmetric positive semi-definite: an error.

@@ -277,7 +277,7 @@ def _layer_plots(report: Report, dpi: float, max_layers: int | None) -> str:
         n_panels = len(layer_panels(row))
         fig, axs = new_figure(n_panels, 1, figsize=layer_figsize(n_panels), managed=False)
         layout_layer_figure(fig)
-        plot_layer(row, axs)
+        plot_layer(row, axs, band=alpha_band(report))
         alpha = fmt_value(row.metrics.get("alpha"))
         parts.append(f'<details class="layer" id="layer-{k}"{opened}><summary>{esc(row.name)} '
                      f"(α = {esc(alpha)})</summary><div class=\"plots\">"

@@ -18,7 +18,7 @@ from typing import Protocol
 import numpy as np
 
 from weightspectra.core.layers import GateUpSplit
-from weightspectra.enums import LayerType
+from weightspectra.enums import LayerType, Reason
 from weightspectra.errors import CorruptFileError, UnsupportedInputError
 
 _FLOAT_DTYPES = {"float64", "float32", "float16", "bfloat16"}
@@ -43,6 +43,9 @@ class TensorEntry:
         :func:`~weightspectra.sources.open_model` types by the Hugging Face / PyTorch naming.
     type_reason : str, default ""
         Why the type is :attr:`LayerType.UNKNOWN` (the skipped row's reason); empty otherwise.
+    type_code : Reason, default Reason.NONE
+        The same as a code: :attr:`Reason.PARAMETRIZATION` for a factor of a parametrised
+        weight (analysed as the effective weight instead), else the plain unknown-type code.
     gate_up : GateUpSplit, optional
         For fused MoE ``gate_up_proj`` experts: where each expert's gate and up halves lie.
     tied_to : str, optional
@@ -58,6 +61,7 @@ class TensorEntry:
     load: Callable[[], np.ndarray]
     layer_type: LayerType | None = None
     type_reason: str = ""
+    type_code: Reason = Reason.NONE
     gate_up: GateUpSplit | None = None
     tied_to: str | None = None
     prefetch_hook: Callable[[], None] | None = None

@@ -23,7 +23,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from weightspectra.enums import LayerType
+from weightspectra.enums import LayerType, Reason
 from weightspectra.sources.base import TensorEntry
 
 _PARAMETRIZED = re.compile(
@@ -117,7 +117,9 @@ def _effective_entry(key: str, g: TensorEntry, v: TensorEntry) -> TensorEntry:
 
 
 def _skipped(entry: TensorEntry, reason: str) -> TensorEntry:
-    return replace(entry, layer_type=LayerType.UNKNOWN, type_reason=reason)
+    return replace(
+        entry, layer_type=LayerType.UNKNOWN, type_reason=reason, type_code=Reason.PARAMETRIZATION
+    )
 
 
 def _pairs(untyped: dict[str, TensorEntry]) -> list[tuple[str, TensorEntry, TensorEntry]]:

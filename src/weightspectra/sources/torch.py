@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from weightspectra.core.layers import GateUpSplit
-from weightspectra.enums import LayerType
+from weightspectra.enums import LayerType, Reason
 from weightspectra.errors import (
     CorruptFileError,
     InputError,
@@ -315,6 +315,7 @@ def open_module(model: Any) -> Source:
                     load=_tensor_loader(param),
                     layer_type=layer_type,
                     type_reason=reason,
+                    type_code=Reason.PARAMETRIZATION if reason else Reason.NONE,
                     gate_up=split,
                     tied_to=None if tied_to == key else tied_to,
                 )

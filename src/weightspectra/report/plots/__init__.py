@@ -22,7 +22,6 @@ from weightspectra.report.plots.layer import (
     layer_figsize,
     layer_panels,
     layout_layer_figure,
-    mp_density,
     mp_edge,
     plot_esd_linear,
     plot_esd_loglog,
@@ -30,7 +29,6 @@ from weightspectra.report.plots.layer import (
     plot_randomized,
     plot_xmin_scan,
     randomized_evals,
-    xmin_scan,
 )
 from weightspectra.report.plots.model import (
     metric_by_depth,
@@ -49,7 +47,6 @@ __all__ = [
     "layer_panels",
     "layout_layer_figure",
     "metric_by_depth",
-    "mp_density",
     "mp_edge",
     "new_figure",
     "plot_alpha_histogram",
@@ -64,5 +61,4 @@ __all__ = [
     "randomized_evals",
     "save_figure",
     "save_report_plots",
-    "xmin_scan",
 ]

@@ -3,18 +3,14 @@ fit, D and α against the candidate xmin, real vs randomised ESD."""
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from weightspectra.errors import InputError
-from weightspectra.fitting.powerlaw import (
-    FIT_EVAL_THRESHOLD,
-    SMALL_SAMPLE,
-    SMALL_SAMPLE_MIN_TAIL,
-)
+from weightspectra.fitting.mp import mp_density_from_edge
+from weightspectra.fitting.powerlaw import FIT_EVAL_THRESHOLD, FitError, xmin_scan
 from weightspectra.report.plots._figure import (
     ALPHA_BAND,
     MAX_SCAN_CANDIDATES,
@@ -41,71 +37,6 @@ def _quiet_log_axes(ax: Axes) -> None:
 def _title(ax: Axes, layer: LayerResult, what: str) -> None:
     name = layer.name if len(layer.name) <= 48 else "…" + layer.name[-47:]
     ax.set_title(f"{name}\n{what}", fontsize=8)
-
-
-def xmin_scan(
-    evals: np.ndarray,
-    threshold: float = FIT_EVAL_THRESHOLD,
-    max_candidates: int | None = MAX_SCAN_CANDIDATES,
-    include: float | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """α and KS distance D of the power-law fit for candidate values of xmin.
-
-    The same estimator as the fit (metrics.md §3): for xmin = λᵢ with tail size m,
-    α = 1 + m / Σ ln(λⱼ/xmin) (m − 1 in the numerator below 20 eigenvalues, where only tails of
-    at least 8 count), and D the largest gap between the tail's empirical CDF and the fitted one.
-    A candidate with α ≤ 1 gets D = 1.
-
-    Parameters
-    ----------
-    evals : ndarray of shape (n,)
-        The ESD, any order.
-    threshold : float, default 1e-5
-        Eigenvalues at or below it are left out, as in the fit.
-    max_candidates : int or None, default 400
-        Evaluate at most this many candidates, evenly spread; ``None`` evaluates all.
-    include : float, optional
-        A value of xmin (e.g. the fitted one) always evaluated when it is an eigenvalue.
-
-    Returns
-    -------
-    xmins, alphas, ds : ndarray
-        Candidates in ascending order, and α and D for each.
-
-    Raises
-    ------
-    InputError
-        If fewer eigenvalues than the smallest tail lie above ``threshold``.
-    """
-    x = np.sort(np.asarray(evals, dtype=np.float64).ravel())
-    x = x[x > threshold]
-    n = x.size
-    small = n < SMALL_SAMPLE
-    n_cand = n - SMALL_SAMPLE_MIN_TAIL + 1 if small else n - 1
-    if n_cand < 1:
-        raise InputError(
-            f"only {n} eigenvalues above {threshold:g}: no candidate xmin for a power-law fit"
-        )
-    idx = np.arange(n_cand)
-    if max_candidates is not None and n_cand > max_candidates:
-        idx = np.unique(np.linspace(0, n_cand - 1, max_candidates).round().astype(int))
-        if include is not None:
-            hit = int(np.searchsorted(x, include))
-            if hit < n_cand and x[hit] == include:
-                idx = np.unique(np.append(idx, hit))
-    logx = np.log(x)
-    alphas = np.empty(idx.size)
-    ds = np.ones(idx.size)
-    for j, i in enumerate(idx):
-        m = n - i
-        rel = logx[i:] - logx[i]
-        total = rel.sum()
-        alpha = 1.0 + (m - 1 if small else m) / total if total > 0 else math.inf
-        alphas[j] = alpha
-        if math.isfinite(alpha) and alpha > 1.0:
-            fitted = -np.expm1((1.0 - alpha) * rel)
-            ds[j] = float(np.abs(fitted - np.arange(m) / m).max())
-    return x[idx], alphas, ds
 
 
 def plot_esd_loglog(layer: LayerResult, ax: Axes | None = None, bins: int = 60) -> Axes:
@@ -164,30 +95,6 @@ def plot_esd_loglog(layer: LayerResult, ax: Axes | None = None, bins: int = 60) 
     return ax
 
 
-def mp_density(x: np.ndarray, bulk_max: float, Q: float) -> np.ndarray:
-    """Marchenko–Pastur density with top edge ``bulk_max`` and aspect ratio ``Q = N/M ≥ 1``.
-
-    The scale σ² follows from the edge, λ₊ = σ²(1 + 1/√Q)², so the density is in whatever units
-    the edge is given in. Zero outside [λ₋, λ₊].
-
-    Raises
-    ------
-    InputError
-        If ``bulk_max`` is not positive or ``Q < 1``.
-    """
-    if not bulk_max > 0 or not Q >= 1:
-        raise InputError(f"need bulk_max > 0 and Q ≥ 1 for an MP density, got {bulk_max}, {Q}")
-    c = 1.0 / Q
-    s2 = bulk_max / (1.0 + math.sqrt(c)) ** 2
-    lo = s2 * (1.0 - math.sqrt(c)) ** 2
-    x = np.asarray(x, dtype=np.float64)
-    inside = (x > lo) & (x < bulk_max)
-    out = np.zeros_like(x)
-    xi = x[inside]
-    out[inside] = np.sqrt((bulk_max - xi) * (xi - lo)) / (2.0 * math.pi * s2 * c * xi)
-    return out
-
-
 def mp_edge(layer: LayerResult) -> float | None:
     """The MP bulk edge λ₊ of a layer in the units of its eigenvalues, when it was fitted.
 
@@ -233,7 +140,8 @@ def plot_esd_linear(layer: LayerResult, ax: Axes | None = None, bins: int = 80) 
         spikes = int(_metric(layer, "num_spikes") or 0)
         bulk_share = (evals.size - spikes) / evals.size
         grid = np.linspace(0.0, edge * 1.02, 400)
-        ax.plot(grid, bulk_share * mp_density(grid, edge, max(layer.Q, 1.0)), color="tab:red",
+        density = mp_density_from_edge(grid, edge, max(layer.Q, 1.0))
+        ax.plot(grid, bulk_share * density, color="tab:red",
                 lw=1.5, label="MP fit")
         ax.axvline(edge, color="tab:red", ls="--", lw=1, label="bulk edge λ₊")
         margin, bulk = _metric(layer, "tw_margin"), _metric(layer, "bulk_max")
@@ -303,8 +211,14 @@ def plot_randomized(layer: LayerResult, ax: Axes | None = None, bins: int = 60) 
     return ax
 
 
-def plot_xmin_scan(layer: LayerResult, ax: Axes | None = None) -> Axes:
+def plot_xmin_scan(
+    layer: LayerResult, ax: Axes | None = None, band: tuple[float, float] = ALPHA_BAND
+) -> Axes:
     """KS distance D (left axis) and α (right axis) against the candidate xmin.
+
+    Candidates and their α and D come from :func:`weightspectra.fitting.powerlaw.xmin_scan`, the
+    fit's own computation (at most :data:`MAX_SCAN_CANDIDATES`, the fitted xmin always among
+    them); ``band`` (the analysis' α thresholds, 2–6 by default) is shaded on the α axis.
 
     A flat D around the chosen xmin and a stable α mean a well-determined fit; a D curve with
     several similar minima at very different α means α is fragile.
@@ -324,7 +238,10 @@ def plot_xmin_scan(layer: LayerResult, ax: Axes | None = None) -> Axes:
     evals = _evals(layer)
     ax = _axes(ax)
     xmin_fit = _metric(layer, "xmin")
-    xs, alphas, ds = xmin_scan(evals, include=xmin_fit)
+    try:
+        xs, alphas, ds = xmin_scan(evals, max_candidates=MAX_SCAN_CANDIDATES, include=xmin_fit)
+    except FitError as exc:
+        raise InputError(f"layer {layer.name!r}: no xmin scan to plot ({exc})") from exc
     ax.plot(xs, ds, color="tab:blue", lw=1.2, label="D")
     ax.set_xscale("log")
     _quiet_log_axes(ax)
@@ -335,7 +252,7 @@ def plot_xmin_scan(layer: LayerResult, ax: Axes | None = None) -> Axes:
     shown = np.where(np.isfinite(alphas) & (alphas < 20), alphas, np.nan)
     twin.plot(xs, shown, color="tab:orange", lw=1.2, label="α")
     twin.set_ylabel("α", color="tab:orange")
-    twin.axhspan(*ALPHA_BAND, color="tab:green", alpha=0.08)
+    twin.axhspan(*band, color="tab:green", alpha=0.08)
     if xmin_fit is not None:
         ax.axvline(xmin_fit, color="tab:red", ls="--", lw=1)
     _title(ax, layer, "fit stability: D and α vs xmin")
@@ -352,15 +269,18 @@ def layer_panels(layer: LayerResult) -> list[str]:
     return panels
 
 
-_PANELS = {
+_PANELS: dict[str, Callable[[LayerResult, Axes], Axes]] = {
     "loglog": plot_esd_loglog,
     "linear": plot_esd_linear,
-    "xmin": plot_xmin_scan,
     "randomized": plot_randomized,
 }
 
 
-def plot_layer(layer: LayerResult, axes: Sequence[Axes] | None = None) -> list[Axes]:
+def plot_layer(
+    layer: LayerResult,
+    axes: Sequence[Axes] | None = None,
+    band: tuple[float, float] = ALPHA_BAND,
+) -> list[Axes]:
     """Every plot of one layer side by side: log-log ESD with the fit, linear ESD (with MP fit),
     D and α against xmin, and real vs randomised ESD when present.
 
@@ -395,7 +315,10 @@ def plot_layer(layer: LayerResult, axes: Sequence[Axes] | None = None) -> list[A
                 f"got {len(axs)} axes; pass len(layer_panels(layer)) axes"
             )
     for ax, panel in zip(axs, panels, strict=True):
-        _PANELS[panel](layer, ax)
+        if panel == "xmin":
+            plot_xmin_scan(layer, ax, band=band)
+        else:
+            _PANELS[panel](layer, ax)
     return axs
 
 

@@ -257,7 +257,7 @@ def save_report_plots(report: Report, directory: str | Path, dpi: float = 100) -
         n_panels = len(layer_panels(row))
         fig, axs = new_figure(n_panels, 1, figsize=layer_figsize(n_panels), managed=False)
         layout_layer_figure(fig)
-        plot_layer(row, axs)
+        plot_layer(row, axs, band=alpha_band(report))
         path = out_dir / f"layer{k:04d}_{safe}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(figure_png(fig, dpi, tight=False))
