@@ -89,9 +89,7 @@ def plan(source: Source, options: Options) -> list[TensorPlan]:
 
 
 def _plan_entry(layer_id: int, entry: TensorEntry, options: Options) -> TensorPlan:
-    def skip(
-        code: Reason, reason: str, layer_type: LayerType = LayerType.UNKNOWN
-    ) -> TensorPlan:
+    def skip(code: Reason, reason: str, layer_type: LayerType = LayerType.UNKNOWN) -> TensorPlan:
         return TensorPlan(layer_id, entry, layer_type, (), reason, code)
 
     if entry.tied_to is not None:
@@ -166,7 +164,6 @@ def _base_row(
     )
 
 
-
 def analyze_tensor(
     tp: TensorPlan,
     options: Options,
@@ -229,6 +226,14 @@ def analyze_tensor(
             )
         except LayerError as exc:
             rows.append(_base_row(tp, group, Status.FAILED, str(exc), Reason.BAD_VALUES))
+            continue
+        except MemoryError as exc:
+            why = f"out of memory computing its eigenvalues ({exc}); use fewer --workers"
+            rows.append(_base_row(tp, group, Status.FAILED, why, Reason.INTERNAL))
+            continue
+        except Exception as exc:  # an engine failure in one layer fails that row, not the run
+            why = internal_error_reason(exc, what)
+            rows.append(_base_row(tp, group, Status.FAILED, why, Reason.INTERNAL))
             continue
         matrix = partial(group.take, tensor)  # read for exact ranks only, within this step
         try:
@@ -442,9 +447,7 @@ def make_report(source: str, options: Options, layers: tuple[LayerResult, ...]) 
     thresholds of ``options``, and stored frozen on the report."""
     rows = [r.row() for r in layers]
     analysed = [
-        row
-        for row, r in zip(rows, layers, strict=True)
-        if r.status in (Status.OK, Status.PLANNED)
+        row for row, r in zip(rows, layers, strict=True) if r.status in (Status.OK, Status.PLANNED)
     ]
     diagnostics = model_diagnostics(
         analysed,

@@ -4,10 +4,12 @@ writes to the terminal."""
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
@@ -229,6 +231,32 @@ def run(argv: Sequence[str] | None, stdout: TextIO, stderr: TextIO) -> int:
     """Run the CLI with ``argv``; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    with _debug_log(stderr, enabled=args.debug):
+        return _run(args, stdout, stderr)
+
+
+@contextmanager
+def _debug_log(stream: TextIO, *, enabled: bool) -> Iterator[None]:
+    """With ``--debug``, the library's DEBUG log (e.g. the traceback behind a failed row's
+    'internal error') goes to ``stream`` for the length of the run; nothing is changed
+    otherwise, and everything is put back after."""
+    if not enabled:
+        yield
+        return
+    logger = logging.getLogger("weightspectra")
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("weightspectra: %(levelname)s %(name)s: %(message)s"))
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def _run(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     try:
         if args.command == "compare":
             return _run_compare(args, stdout, stderr)

@@ -142,7 +142,13 @@ BUILTIN_COLUMNS: tuple[Column, ...] = (
         peer=21,
     ),
     _c("rank_loss", "num_evals minus matrix_rank", _N, int, peer=22),
-    _c("weak_rank_loss", "eigenvalues ≤ 1e-5 (left out of the fit)", _N, int, peer=23),
+    _c(
+        "weak_rank_loss",
+        "eigenvalues < 1e-6 in the ESD as reported (the peer's tolerance)",
+        _N,
+        int,
+        peer=23,
+    ),
     _c("entropy", "normalised spectral entropy, −Σ p ln p / ln rank", _N, peer=24),
     _c(
         "alpha",

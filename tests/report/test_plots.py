@@ -114,12 +114,15 @@ def test_linear_with_and_without_mp_columns(report: ws.Report) -> None:
     assert "bulk+spikes" in ax.get_title()
     only_edge = replace(row, metrics={**row.metrics, "bulk_max": 7.0})
     assert plots.mp_edge(only_edge) == 7.0
-    # Bulk edge and TW margin in normalised units (λ/N): the margin line is rescaled to λ.
+    clipped = replace(row, metrics={**row.metrics, "mp_softrank": 1.0})
+    assert plots.mp_edge(clipped) is None  # a clipped soft rank does not locate the edge
+    # Bulk edge and TW margin are stored in the report's eigenvalue units.
     tw = replace(with_mp, metrics={**with_mp.metrics, "bulk_max": 2.0, "tw_margin": 0.2,
                                    "max_rand_eval": 3.0, "num_traps": 1})
     ax = plots.plot_esd_linear(tw, _fresh())
     lines = {ln.get_label(): ln.get_xdata()[0] for ln in ax.lines}
-    assert lines["edge + TW margin"] == pytest.approx(0.5 * lam * 1.1)
+    assert lines["bulk edge λ₊"] == 2.0
+    assert lines["edge + TW margin"] == pytest.approx(2.2)
     assert lines["max randomised λ"] == 3.0
     assert "1 traps" in ax.get_title()
 

@@ -221,7 +221,9 @@ def mp_cdf_table(Q: float) -> tuple[np.ndarray, np.ndarray]:
     x = mid + half * np.cos(theta)
     with np.errstate(divide="ignore", invalid="ignore"):
         f = (half * np.sin(theta)) ** 2 / (2.0 * math.pi * c * x)
-    f[~np.isfinite(f)] = 0.0  # x = 0 at θ = π when Q = 1: the integrand's limit there is 0
+    # x = 0 only at θ = π when Q = 1; there x = half·(1 + cos θ), so the integrand is
+    # half·(1 − cos θ)/(2πc), whose limit is half/(πc) = 2/π (not 0: that put the CDF 2.4e-4 off)
+    f[~np.isfinite(f)] = half / (math.pi * c)
     step = math.pi / (MP_GRID_POINTS - 1)
     cdf = np.concatenate(([0.0], np.cumsum(0.5 * (f[1:] + f[:-1]) * step)))
     cdf /= cdf[-1]

@@ -98,13 +98,17 @@ def plot_esd_loglog(layer: LayerResult, ax: Axes | None = None, bins: int = 60) 
 def mp_edge(layer: LayerResult) -> float | None:
     """The MP bulk edge λ₊ of a layer in the units of its eigenvalues, when it was fitted.
 
-    From ``mp_softrank · lambda_max`` (unit-free: the soft rank is λ₊/λ_max), else from
-    ``bulk_max``; ``None`` without an MP fit.
+    ``bulk_max`` (stored in the report's eigenvalue units); without it, ``mp_softrank ·
+    lambda_max`` when the soft rank is below 1 (at 1 it is clipped and says only that the edge
+    reaches past λ_max); ``None`` without an MP fit.
     """
+    bulk = _metric(layer, "bulk_max")
+    if bulk is not None and bulk > 0:
+        return bulk
     soft, lam = _metric(layer, "mp_softrank"), _metric(layer, "lambda_max")
-    if soft is not None and lam is not None and soft > 0:
+    if soft is not None and lam is not None and 0 < soft < 1:
         return soft * lam
-    return _metric(layer, "bulk_max")
+    return None
 
 
 def plot_esd_linear(layer: LayerResult, ax: Axes | None = None, bins: int = 80) -> Axes:
@@ -144,10 +148,9 @@ def plot_esd_linear(layer: LayerResult, ax: Axes | None = None, bins: int = 80) 
         ax.plot(grid, bulk_share * density, color="tab:red",
                 lw=1.5, label="MP fit")
         ax.axvline(edge, color="tab:red", ls="--", lw=1, label="bulk edge λ₊")
-        margin, bulk = _metric(layer, "tw_margin"), _metric(layer, "bulk_max")
-        if margin and bulk:  # the margin is in bulk_max's units: rescale to the edge's
-            ax.axvline(edge + margin * edge / bulk, color="tab:red", ls=":", lw=1,
-                       label="edge + TW margin")
+        margin = _metric(layer, "tw_margin")
+        if margin:  # in the report's eigenvalue units, like the edge
+            ax.axvline(edge + margin, color="tab:red", ls=":", lw=1, label="edge + TW margin")
         if spikes:
             top = evals[-spikes:]
             ax.plot(top, np.zeros_like(top), "v", color="tab:purple", ms=6, clip_on=False,
