@@ -36,8 +36,10 @@ def pin_threads(argv: Sequence[str] | None = None) -> int:
 def machine_line(threads: int) -> str:
     """One line describing the conditions of the run (for the table header)."""
     load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
-    return (f"BLAS threads pinned to {threads} ({', '.join(THREAD_VARS)}) on both sides; "
-            f"{cores()} cores; load average at start {load[0]:.2f}")
+    return (
+        f"BLAS threads pinned to {threads} ({', '.join(THREAD_VARS)}) on both sides; "
+        f"{cores()} cores; load average at start {load[0]:.2f}"
+    )
 
 
 def best_of(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
@@ -72,7 +74,10 @@ def peak_rss_bytes() -> int:
 def run_json(code: str, *args: str, timeout: float = 3600) -> dict[str, Any]:
     """Run ``code`` in a fresh Python process (same pinned env); its last stdout line is JSON."""
     out = subprocess.run(
-        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=timeout,
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
         env=os.environ.copy(),
     )
     if out.returncode != 0:
@@ -122,6 +127,7 @@ def synthetic(shape: Sequence[int], seed: int) -> Any:
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     """A GitHub-markdown table."""
+
     def fmt(v: object) -> str:
         if isinstance(v, float):
             return f"{v:.3g}" if abs(v) < 100 else f"{v:.0f}"
@@ -131,8 +137,9 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
     line = "| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)) + " |"
     sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
-    body = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |"
-            for r in cells]
+    body = [
+        "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |" for r in cells
+    ]
     return "\n".join([line, sep, *body])
 
 
@@ -142,8 +149,8 @@ def same_row(a: Any, b: Any) -> bool:
     if ra.keys() != rb.keys():
         return False
     return all(
-        x == y or (isinstance(x, float) and isinstance(y, float) and math.isnan(x)
-                   and math.isnan(y))
+        x == y
+        or (isinstance(x, float) and isinstance(y, float) and math.isnan(x) and math.isnan(y))
         for x, y in ((ra[k], rb[k]) for k in ra)
     )
 

@@ -47,10 +47,28 @@ def main() -> None:
     out = Path(tempfile.mkdtemp())
     variants = {
         "ours (default)": [exe, "analyze", model, "-f", "json", "-o", str(out / "o.json")],
-        "ours --workers 2": [exe, "analyze", model, "-f", "json", "-o", str(out / "o2.json"),
-                             "--workers", "2"],
-        "ours --precision float32": [exe, "analyze", model, "-f", "json", "-o",
-                                     str(out / "o3.json"), "--precision", "float32"],
+        "ours --workers 2": [
+            exe,
+            "analyze",
+            model,
+            "-f",
+            "json",
+            "-o",
+            str(out / "o2.json"),
+            "--workers",
+            "2",
+        ],
+        "ours --precision float32": [
+            exe,
+            "analyze",
+            model,
+            "-f",
+            "json",
+            "-o",
+            str(out / "o3.json"),
+            "--precision",
+            "float32",
+        ],
     }
     peer_cmd = [sys.executable, "-c", PEER, model, str(out / "peer.csv")]
     wall(peer_cmd)  # warm the page cache of both sides' imports

@@ -49,8 +49,7 @@ def main() -> None:
         eig = last_eig * (m / last_m) ** 3
         eig_note = f"{eig:.3g}" + ("" if last_m == m else f" ≈ (M³ from M={last_m})")
         rows.append([m, t_fit, eig_note, t_fit / eig, round(fit.alpha, 3)])
-        print(_common.table(["M", "fit s", "eigen s", "fit/eigen", "alpha"], rows[-1:]),
-              flush=True)
+        print(_common.table(["M", "fit s", "eigen s", "fit/eigen", "alpha"], rows[-1:]), flush=True)
     print()
     print(_common.table(["M", "fit s", "eigen s", "fit/eigen", "alpha"], rows))
 

@@ -54,8 +54,9 @@ def svd(mats: list[np.ndarray]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="skip 4096×11008 and the SVD of "
-                        "4096-sized layers")
+    parser.add_argument(
+        "--quick", action="store_true", help="skip 4096×11008 and the SVD of 4096-sized layers"
+    )
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     print(_common.machine_line(THREADS))
@@ -66,9 +67,19 @@ def main() -> None:
         has_torch = True
     except ImportError:
         has_torch = False
-    headers = ["case", "floor f64 s", "floor mkl s", "ours f64 s", "ours/floor",
-               "ours/floor mkl", "floor f32 s", "ours f32 s", "ours f32/floor f64", "svd f64 s",
-               "svd/ours"]
+    headers = [
+        "case",
+        "floor f64 s",
+        "floor mkl s",
+        "ours f64 s",
+        "ours/floor",
+        "ours/floor mkl",
+        "floor f32 s",
+        "ours f32 s",
+        "ours f32/floor f64",
+        "svd f64 s",
+        "svd/ours",
+    ]
     rows = []
 
     path = _common.minilm_path()
@@ -89,7 +100,8 @@ def main() -> None:
         t_mkl = float("nan")
         if has_torch:
             t_mkl, _ = _common.best_of(
-                lambda m=mats: bare(m, np.float64, mkl_where_ours_uses_it), reps)
+                lambda m=mats: bare(m, np.float64, mkl_where_ours_uses_it), reps
+            )
         t_ours, _ = _common.best_of(lambda m=model: ws.analyze(m), reps)
         t_floor32, _ = _common.best_of(lambda m=mats: bare(m, np.float32), reps)
         t_ours32, _ = _common.best_of(lambda m=model: ws.analyze(m, precision="float32"), reps)
@@ -97,8 +109,21 @@ def main() -> None:
             t_svd = float("nan")
         else:
             t_svd, _ = _common.best_of(lambda m=mats: svd(m), 1)
-        rows.append([name, t_floor, t_mkl, t_ours, t_ours / t_floor, t_ours / t_mkl, t_floor32,
-                     t_ours32, t_ours32 / t_floor, t_svd, t_svd / t_ours])
+        rows.append(
+            [
+                name,
+                t_floor,
+                t_mkl,
+                t_ours,
+                t_ours / t_floor,
+                t_ours / t_mkl,
+                t_floor32,
+                t_ours32,
+                t_ours32 / t_floor,
+                t_svd,
+                t_svd / t_ours,
+            ]
+        )
         print(_common.table(headers, rows[-1:]), flush=True)
     print()
     print(_common.table(headers, rows))
@@ -125,8 +150,10 @@ def main() -> None:
 
     if not has_torch:
         return
-    print("\nEigensolver alone on a float64 Gram matrix: numpy (OpenBLAS LAPACK) vs torch "
-          "(its bundled LAPACK) on the CPU, same thread count")
+    print(
+        "\nEigensolver alone on a float64 Gram matrix: numpy (OpenBLAS LAPACK) vs torch "
+        "(its bundled LAPACK) on the CPU, same thread count"
+    )
     solver_rows = []
     for m in (1024, 1536, 2048, 4096):
         a = _common.synthetic((m, m), m).astype(np.float64)
@@ -136,8 +163,7 @@ def main() -> None:
         t_t, e_t = _common.best_of(lambda tg=tg: torch.linalg.eigvalsh(tg).numpy(), 2)
         rel = float(np.abs(e_np - e_t).max() / e_np[-1])
         solver_rows.append([f"{m}×{m}", t_np, t_t, t_np / t_t, f"{rel:.1e}"])
-    print(_common.table(["Gram", "numpy s", "torch s", "numpy/torch", "max rel diff"],
-                        solver_rows))
+    print(_common.table(["Gram", "numpy s", "torch s", "numpy/torch", "max rel diff"], solver_rows))
 
 
 if __name__ == "__main__":

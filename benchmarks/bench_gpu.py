@@ -33,8 +33,12 @@ from weightspectra.backends import Backend, resolve_backend  # noqa: E402
 from weightspectra.options import Device, Options  # noqa: E402
 from weightspectra.sources import open_model  # noqa: E402
 
-SHAPES = {"q (4096×4096)": (4096, 4096), "gate (11008×4096)": (11008, 4096),
-          "down (4096×11008)": (4096, 11008), "embed/head (32000×4096)": (32000, 4096)}
+SHAPES = {
+    "q (4096×4096)": (4096, 4096),
+    "gate (11008×4096)": (11008, 4096),
+    "down (4096×11008)": (4096, 11008),
+    "embed/head (32000×4096)": (32000, 4096),
+}
 
 
 def run_layer(matrix: np.ndarray, options: Options, backend: Backend) -> tuple[float, np.ndarray]:
@@ -59,14 +63,19 @@ def main() -> None:
     from weightspectra.backends import torch_backend
 
     if args.engine_device.startswith("cuda") and not torch_backend.cuda_available():
-        print("torch sees no CUDA device: nothing to measure (use --engine-device cpu for a "
-              "smoke run of this script)")
+        print(
+            "torch sees no CUDA device: nothing to measure (use --engine-device cpu for a "
+            "smoke run of this script)"
+        )
         return
     print(_common.machine_line(THREADS))
     if torch.cuda.is_available():
         print(f"GPU: {torch.cuda.get_device_name(0)}; torch {torch.__version__}")
-    device = Backend(f"torch-{args.engine_device}", torch_backend.make_engine(args.engine_device),
-                     on_host=args.engine_device == "cpu")
+    device = Backend(
+        f"torch-{args.engine_device}",
+        torch_backend.make_engine(args.engine_device),
+        on_host=args.engine_device == "cpu",
+    )
     cpu = resolve_backend(Device.CPU)
     headers = ["case", "precision", "cpu s", "device s", "cpu/device", "|Δα|", "max Δλ/λmax"]
     rows = []
@@ -86,21 +95,34 @@ def main() -> None:
             for precision in ("float64", "float32"):
                 options = Options(precision=precision)
                 t_cpu, (a_cpu, ev_cpu) = _common.best_of(
-                    lambda m=matrix, o=options: run_layer(m, o, cpu), args.repeats)
+                    lambda m=matrix, o=options: run_layer(m, o, cpu), args.repeats
+                )
                 t_dev, (a_dev, ev_dev) = _common.best_of(
-                    lambda m=matrix, o=options: run_layer(m, o, device), args.repeats)
+                    lambda m=matrix, o=options: run_layer(m, o, device), args.repeats
+                )
                 diff = float(np.abs(ev_cpu - ev_dev).max() / ev_cpu[-1])
                 label = f"{name.split()[0]} ({shape[0]}×{shape[1]}) {kind}"
-                rows.append([label, precision, t_cpu, t_dev, t_cpu / t_dev,
-                             f"{abs(a_cpu - a_dev):.1e}", f"{diff:.1e}"])
+                rows.append(
+                    [
+                        label,
+                        precision,
+                        t_cpu,
+                        t_dev,
+                        t_cpu / t_dev,
+                        f"{abs(a_cpu - a_dev):.1e}",
+                        f"{diff:.1e}",
+                    ]
+                )
                 times[(name, kind + precision)] = t_dev
                 print(_common.table(headers, rows[-1:]), flush=True)
     print()
     print(_common.table(headers, rows))
     if torch.cuda.is_available() and args.engine_device.startswith("cuda"):
         print(f"\npeak GPU memory allocated: {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB")
-    print("\nLlama-7B projected on the device, 32 × (4·q + 2·gate + down) + embed + head "
-          f"(layers {args.scale}× smaller per side if --scale > 1):")
+    print(
+        "\nLlama-7B projected on the device, 32 × (4·q + 2·gate + down) + embed + head "
+        f"(layers {args.scale}× smaller per side if --scale > 1):"
+    )
     names = list(SHAPES)
     proj_rows = []
     for kind in ["f32"] + ([] if args.no_bf16 else ["bf16"]):

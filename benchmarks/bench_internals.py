@@ -52,9 +52,11 @@ def small_lapack_in_parallel() -> list[list[object]]:
         with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("fork")) as pool:
             list(pool.map(_eig_batch, [0, 1]))
             procs, _ = _common.best_of(lambda: list(pool.map(_eig_batch, [0, 1])), 3)
-    return [["2 × 20 eigvalsh 384², serial", serial, 1.0],
-            ["… on 2 threads", threads, threads / serial],
-            ["… on 2 forked processes", procs, procs / serial]]
+    return [
+        ["2 × 20 eigvalsh 384², serial", serial, 1.0],
+        ["… on 2 threads", threads, threads / serial],
+        ["… on 2 forked processes", procs, procs / serial],
+    ]
 
 
 def block_size() -> list[list[object]]:
@@ -67,8 +69,10 @@ def block_size() -> list[list[object]]:
                 eigen.GRAM_BLOCK_BYTES = mib * 2**20
                 times[mib], _ = _common.best_of(
                     lambda w=w: eigen._blocked_gram_eigenvalues(
-                        w, np.dtype(np.float64), "w", eigen.lapack_eigvalsh), 3 if shape[1] < 1000
-                    else 1)
+                        w, np.dtype(np.float64), "w", eigen.lapack_eigvalsh
+                    ),
+                    3 if shape[1] < 1000 else 1,
+                )
         eigen.GRAM_BLOCK_BYTES = 4 * 2**20
         rows.append([f"{shape[0]}×{shape[1]}", times[4], times[64], times[4] / times[64]])
     return rows
@@ -103,8 +107,7 @@ def limit_in_child() -> list[list[object]]:
         for again in (False, True):
             with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as pool:
                 cpu = pool.submit(_idle_cpu, again).result()
-            out.append(["limit set again in the child" if again else "limit inherited only",
-                        cpu])
+            out.append(["limit set again in the child" if again else "limit inherited only", cpu])
     return out
 
 
@@ -118,10 +121,12 @@ def fit_blocks() -> list[list[object]]:
             for block in (10**9, 64):
                 powerlaw._BLOCK_ROWS = block
                 times[block], fits[block] = _common.best_of(
-                    lambda e=evals: powerlaw.fit_power_law(e), 5 if n < 4096 else 2)
+                    lambda e=evals: powerlaw.fit_power_law(e), 5 if n < 4096 else 2
+                )
             powerlaw._BLOCK_ROWS = 64
-            rows.append([n, times[10**9], times[64], times[10**9] / times[64],
-                         fits[64] == fits[10**9]])
+            rows.append(
+                [n, times[10**9], times[64], times[10**9] / times[64], fits[64] == fits[10**9]]
+            )
     return rows
 
 
@@ -136,8 +141,9 @@ def main() -> None:
     print("\n4. CPU burnt by a forked child idle for 0.3 s")
     print(_common.table(["child", "CPU s"], limit_in_child()))
     print("\n5. Power-law fit, 1 thread: one KS block vs 64-candidate blocks")
-    print(_common.table(["n", "one block s", "64-row blocks s", "speed-up", "same fit"],
-                        fit_blocks()))
+    print(
+        _common.table(["n", "one block s", "64-row blocks s", "speed-up", "same fit"], fit_blocks())
+    )
 
 
 if __name__ == "__main__":

@@ -68,13 +68,16 @@ def main() -> None:
     blocks = sorted({int(m.group(1)) for k in index if (m := re.search(r"layers\.(\d+)\.", k))})
     size = sum(f.stat().st_size for f in args.dir.glob("*.safetensors"))
     print(_common.machine_line(THREADS))
-    print(f"checkpoint {args.dir}: {len(blocks)} of 32 blocks, {size / 1e9:.2f} GB on disk; "
-          f"ours with workers={args.workers}")
+    print(
+        f"checkpoint {args.dir}: {len(blocks)} of 32 blocks, {size / 1e9:.2f} GB on disk; "
+        f"ours with workers={args.workers}"
+    )
 
     ours = _common.run_json(OURS_CHILD, str(args.dir), str(args.workers))
     times = dict(ours["marks"])
-    block_t = [sum(t for n, t in times.items() if n.startswith(f"model.layers.{b}.")) for b in
-               blocks]
+    block_t = [
+        sum(t for n, t in times.items() if n.startswith(f"model.layers.{b}.")) for b in blocks
+    ]
     per_block = sum(block_t) / len(block_t)
     embed = times.get("model.embed_tokens", 0.0)
     head = times.get("lm_head", 0.0)
@@ -98,43 +101,59 @@ def main() -> None:
         only_blocks = _common.run_json(OURS_CHILD, str(args.dir), str(args.workers), "blocks")
         ends = _common.run_json(OURS_CHILD, str(args.dir), str(args.workers), "ends")
         per_block = only_blocks["total"] / len(blocks)
-        rows = [r for r in rows if not r[0].startswith(("time per", "embed", "lm_head",
-                                                        "projected"))]
+        rows = [
+            r for r in rows if not r[0].startswith(("time per", "embed", "lm_head", "projected"))
+        ]
         rows.append(["time per block, blocks-only run, s", per_block])
         rows.append(["embed_tokens + lm_head, their own run, s", ends["total"]])
-        rows.append(["projected 32 blocks + embed + head, min",
-                     (32 * per_block + ends["total"]) / 60])
+        rows.append(
+            ["projected 32 blocks + embed + head, min", (32 * per_block + ends["total"]) / 60]
+        )
         rows.append(["largest worker process's peak RSS, MB", ours["workers_peak"] / mb])
-        rows.append([f"main + {args.workers} workers at their peaks (upper bound), MB",
-                     (ours["peak"] + args.workers * ours["workers_peak"]) / mb])
+        rows.append(
+            [
+                f"main + {args.workers} workers at their peaks (upper bound), MB",
+                (ours["peak"] + args.workers * ours["workers_peak"]) / mb,
+            ]
+        )
     print(_common.table(["ours", "value"], rows), flush=True)
 
     if args.peer == "none":
         return
     shard = {k: v for k, v in index.items()}
     parts = ["q", "gate", "down"] if args.peer == "shapes" else None
-    keys = ([f"model.layers.0.{PEER_NAMES[p]}.weight" for p in parts] if parts else
-            [k for k in index if k.startswith("model.layers.0.") and k.endswith("proj.weight")])
+    keys = (
+        [f"model.layers.0.{PEER_NAMES[p]}.weight" for p in parts]
+        if parts
+        else [k for k in index if k.startswith("model.layers.0.") and k.endswith("proj.weight")]
+    )
     peer_rows = []
     ours_named = {n: t for n, t in times.items() if n.startswith("model.layers.0.")}
     peer_total = 0.0
     for key in keys:
-        spec = {"kind": "safetensors", "path": str(args.dir / shard[key]), "keys": [key],
-                "repeats": 1}
+        spec = {
+            "kind": "safetensors",
+            "path": str(args.dir / shard[key]),
+            "keys": [key],
+            "repeats": 1,
+        }
         peer = _common.peer_seconds(spec)
         name = key.removesuffix(".weight")
         o = ours_named[name]
         dalpha = abs(peer["alpha"][0] - ours["alpha"][name])
         peer_rows.append([name, o, peer["seconds"], peer["seconds"] / o, f"{dalpha:.1e}"])
-        print(_common.table(["matrix", "ours s", "peer s", "peer/ours", "|Δα|"], peer_rows[-1:]),
-              flush=True)
+        print(
+            _common.table(["matrix", "ours s", "peer s", "peer/ours", "|Δα|"], peer_rows[-1:]),
+            flush=True,
+        )
         peer_total += peer["seconds"]
     if parts:
         weight = [4, 2, 1]
         o_block = sum(w * r[1] for w, r in zip(weight, peer_rows, strict=True))
         p_block = sum(w * r[2] for w, r in zip(weight, peer_rows, strict=True))
-        peer_rows.append(["block 0, projected 4·q + 2·gate + down", o_block, p_block,
-                          p_block / o_block, ""])
+        peer_rows.append(
+            ["block 0, projected 4·q + 2·gate + down", o_block, p_block, p_block / o_block, ""]
+        )
     else:
         o_block = sum(r[1] for r in peer_rows)
         peer_rows.append(["block 0 (7 matrices)", o_block, peer_total, peer_total / o_block, ""])

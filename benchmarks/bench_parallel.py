@@ -33,10 +33,22 @@ def main() -> None:
     if args.quick:
         block_shapes = [(4096, 4096), (11008, 4096)]
     block = {f"layers.0.m{i}.weight": _common.synthetic(s, i) for i, s in enumerate(block_shapes)}
-    cases = [("MiniLM", _common.minilm_path(), 5), ("7B block" + (" (2 matrices)" if args.quick
-                                                               else ""), block, 1)]
-    headers = ["case", "1w×1t s", "1w×2t s", "2 procs s", "2 threads s", "1w×2t / 1w×1t",
-               "2 procs / 1w×1t", "2 threads / 1w×1t", "best efficiency", "identical"]
+    cases = [
+        ("MiniLM", _common.minilm_path(), 5),
+        ("7B block" + (" (2 matrices)" if args.quick else ""), block, 1),
+    ]
+    headers = [
+        "case",
+        "1w×1t s",
+        "1w×2t s",
+        "2 procs s",
+        "2 threads s",
+        "1w×2t / 1w×1t",
+        "2 procs / 1w×1t",
+        "2 threads / 1w×1t",
+        "best efficiency",
+        "identical",
+    ]
     rows = []
     for name, model, reps in cases:
         ws.analyze(model) if reps > 1 else None
@@ -54,8 +66,9 @@ def main() -> None:
             for a, b, c in zip(r1.layers, r2p.layers, r2t.layers, strict=True)
         )
         best = min(t12, t2p, t2t)
-        rows.append([name, t1, t12, t2p, t2t, t12 / t1, t2p / t1, t2t / t1,
-                     f"{t1 / (2 * best):.0%}", same])
+        rows.append(
+            [name, t1, t12, t2p, t2t, t12 / t1, t2p / t1, t2t / t1, f"{t1 / (2 * best):.0%}", same]
+        )
         print(_common.table(headers, rows[-1:]), flush=True)
     print()
     print(_common.table(headers, rows))

@@ -55,8 +55,18 @@ def checkpoint(layers: int, size: int) -> Path:
 
 def command(model: Path, cache: Path, out: Path) -> list[str]:
     exe = str(Path(sys.executable).with_name("weightspectra"))
-    return [exe, "analyze", str(model), "--cache", str(cache), "-f", "json", "-o", str(out),
-            "--no-progress"]
+    return [
+        exe,
+        "analyze",
+        str(model),
+        "--cache",
+        str(cache),
+        "-f",
+        "json",
+        "-o",
+        str(out),
+        "--no-progress",
+    ]
 
 
 def entries(cache: Path) -> int:
@@ -73,8 +83,9 @@ def timed(cmd: list[str]) -> float:
 def kill_at(cmd: list[str], cache: Path, done: int) -> tuple[float, int]:
     """Start ``cmd``, SIGKILL it once ``done`` entries are in ``cache``; (seconds, entries)."""
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env=os.environ.copy())
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy()
+    )
     while entries(cache) < done and proc.poll() is None:
         time.sleep(0.005)
     proc.send_signal(signal.SIGKILL)
@@ -110,8 +121,9 @@ def main() -> None:
     work.mkdir(parents=True)
     full = timed(command(model, work / "cache-full", work / "full.json"))
     half = args.layers // 2
-    killed_after, stored = kill_at(command(model, work / "cache-resume", work / "killed.json"),
-                                   work / "cache-resume", half)
+    killed_after, stored = kill_at(
+        command(model, work / "cache-resume", work / "killed.json"), work / "cache-resume", half
+    )
     resumed = timed(command(model, work / "cache-resume", work / "resumed.json"))
     cached = timed(command(model, work / "cache-resume", work / "cached.json"))
     reference = layer_values(work / "full.json")
@@ -120,17 +132,31 @@ def main() -> None:
     rows = [
         ["uninterrupted", full, 1.0, args.layers, True],
         [f"killed (SIGKILL at {stored} stored)", killed_after, killed_after / full, stored, ""],
-        ["restart with the cache", resumed, resumed / full, args.layers - stored,
-         same(reference, layer_values(work / "resumed.json"))],
-        ["rerun, cache complete", cached, cached / full, 0,
-         same(reference, layer_values(work / "cached.json"))],
+        [
+            "restart with the cache",
+            resumed,
+            resumed / full,
+            args.layers - stored,
+            same(reference, layer_values(work / "resumed.json")),
+        ],
+        [
+            "rerun, cache complete",
+            cached,
+            cached / full,
+            0,
+            same(reference, layer_values(work / "cached.json")),
+        ],
     ]
-    print(f"{args.layers} float32 matrices {args.size}×{args.size}; whole processes "
-          "(imports included)")
+    print(
+        f"{args.layers} float32 matrices {args.size}×{args.size}; whole processes "
+        "(imports included)"
+    )
     print(_common.table(headers, rows))
-    print(f"\nrestart / uninterrupted = {resumed / full:.3f}; the remaining share of the layers "
-          f"was {remaining:.3f}, so the restart took {resumed / (remaining * full):.2f}× the "
-          "time of the remaining part (the extra is process start and reading the cache)")
+    print(
+        f"\nrestart / uninterrupted = {resumed / full:.3f}; the remaining share of the layers "
+        f"was {remaining:.3f}, so the restart took {resumed / (remaining * full):.2f}× the "
+        "time of the remaining part (the extra is process start and reading the cache)"
+    )
 
 
 if __name__ == "__main__":

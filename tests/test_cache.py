@@ -90,9 +90,7 @@ def _same(a: ws.Report, b: ws.Report) -> None:
             np.testing.assert_array_equal(x.evals, y.evals)
 
 
-@pytest.mark.parametrize(
-    ("workers", "parallel"), [(1, "auto"), (2, "threads"), (2, "processes")]
-)
+@pytest.mark.parametrize(("workers", "parallel"), [(1, "auto"), (2, "threads"), (2, "processes")])
 def test_interrupted_run_resumes_without_recomputing(
     rng: np.random.Generator,
     tmp_path: Path,
@@ -184,10 +182,26 @@ def test_failed_write_leaves_no_entry(
 def test_cache_round_trips_special_values(tmp_path: Path) -> None:
     cache = ResultCache(tmp_path)
     rows = [
-        LayerResult(0, "a", "a.weight", "dense", Status.OK, shape=(4, 3), N=4, M=3,
-                    num_evals=3, metrics={"alpha": 0.1 + 0.2, "x": float("inf"),
-                                          "y": float("nan"), "w": "", "n": None, "k": 7},
-                    evals=np.array([1e-300, 0.5, 3.0])),
+        LayerResult(
+            0,
+            "a",
+            "a.weight",
+            "dense",
+            Status.OK,
+            shape=(4, 3),
+            N=4,
+            M=3,
+            num_evals=3,
+            metrics={
+                "alpha": 0.1 + 0.2,
+                "x": float("inf"),
+                "y": float("nan"),
+                "w": "",
+                "n": None,
+                "k": 7,
+            },
+            evals=np.array([1e-300, 0.5, 3.0]),
+        ),
         LayerResult(1, "b", "b.bias", "unknown", Status.SKIPPED, reason="bias"),
     ]
     cache.put("ab" * 32, rows)
@@ -228,7 +242,9 @@ def test_killed_process_leaves_only_complete_entries(tmp_path: Path, count_spect
     cache_dir = tmp_path / "cache"
     child = subprocess.Popen(
         [sys.executable, "-c", _CHILD, str(cache_dir)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert child.stdout is not None and child.stdin is not None
     try:
@@ -259,8 +275,30 @@ def test_killed_process_leaves_only_complete_entries(tmp_path: Path, count_spect
     count_spectra.clear()
     resumed = ws.analyze(model, cache=cache_dir)
     # only the layers the killed run had not stored are computed again
-    assert sorted(count_spectra) == sorted(f"layers.{i}" for i in range(24)
-                                           if f"layers.{i}" not in stored)
+    assert sorted(count_spectra) == sorted(
+        f"layers.{i}" for i in range(24) if f"layers.{i}" not in stored
+    )
     assert len(cache) == 24
     _same(ws.analyze(model), resumed)
     json.dumps(resumed.to_dict())  # a resumed report serialises like any other
+
+
+def test_temporary_files_of_dead_writers_are_swept(tmp_path: Path) -> None:
+    from weightspectra.runtime import cache as cache_module
+
+    ResultCache(tmp_path)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    host = cache_module._HOST
+    orphan = tmp_path / f".tmp-{host}-{int(dead.stdout)}-abc.wsc.npz"
+    mine = tmp_path / f".tmp-{host}-{os.getpid()}-abc.wsc.npz"
+    other_host = tmp_path / f".tmp-elsewhere-{int(dead.stdout)}-abc.wsc.npz"
+    for path in (orphan, mine, other_host):
+        path.write_bytes(b"partial")
+    ResultCache(tmp_path)
+    assert not orphan.exists()  # its writer is gone: swept
+    assert mine.exists() and other_host.exists()  # a live writer, or another machine's

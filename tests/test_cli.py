@@ -125,13 +125,20 @@ def test_cli_import_stays_light() -> None:
 def test_cli_workers_give_the_serial_numbers(tmp_path: Path, parallel: str) -> None:
     rng = np.random.default_rng(5)
     model = tmp_path / "m.npz"
-    np.savez(model, **{f"l{i}.weight": rng.standard_t(3.0, size=(90 + 10 * i, 40))
-                       for i in range(5)})
+    np.savez(
+        model, **{f"l{i}.weight": rng.standard_t(3.0, size=(90 + 10 * i, 40)) for i in range(5)}
+    )
     out, err = io.StringIO(), io.StringIO()
     args = ["analyze", str(model), "-f", "json", "--no-progress"]
     assert run([*args, "-o", str(tmp_path / "a.json")], out, err) == EXIT_OK, err.getvalue()
-    assert run([*args, "-o", str(tmp_path / "b.json"), "--workers", "2", "--parallel", parallel],
-               out, err) == EXIT_OK, err.getvalue()
+    assert (
+        run(
+            [*args, "-o", str(tmp_path / "b.json"), "--workers", "2", "--parallel", parallel],
+            out,
+            err,
+        )
+        == EXIT_OK
+    ), err.getvalue()
     a = json.loads((tmp_path / "a.json").read_text())
     b = json.loads((tmp_path / "b.json").read_text())
     assert b["options"]["parallel"] == parallel and b["options"]["workers"] == 2

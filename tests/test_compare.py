@@ -19,8 +19,14 @@ from weightspectra.errors import InputError, OptionError
 
 DATA = Path(__file__).parent / "data"
 PUBLISHED = DATA / "published_cv_models.csv"
-PUBLISHED_METRICS = ("log_norm", "log_spectral_norm", "alpha", "alpha_weighted",
-                     "log_alpha_norm", "mp_softrank")
+PUBLISHED_METRICS = (
+    "log_norm",
+    "log_spectral_norm",
+    "alpha",
+    "alpha_weighted",
+    "log_alpha_norm",
+    "mp_softrank",
+)
 
 stats = pytest.importorskip("scipy.stats")
 
@@ -277,8 +283,11 @@ def test_models_reports_and_json(tmp_path: Path) -> None:
     reports = [ws.analyze(_arrays(s, scale)) for s, scale in ((0, 1.0), (1, 2.0), (2, 0.5))]
     saved = tmp_path / "third.json"
     reports[2].to_json(saved)
-    cmp = compare([reports[0], _arrays(1, 2.0), saved], {"a": 70.0, "b": 72.0, "third": 71.0},
-                  names=["a", "b", None])
+    cmp = compare(
+        [reports[0], _arrays(1, 2.0), saved],
+        {"a": 70.0, "b": 72.0, "third": 71.0},
+        names=["a", "b", None],
+    )
     assert cmp.names == ["a", "b", "third"]
     for m, report in zip(cmp.models, reports, strict=True):
         for key in ("alpha", "alpha_weighted", "log_norm"):
@@ -350,8 +359,9 @@ def test_cli_compare_published(tmp_path: Path) -> None:
     text = out.getvalue()
     for series in ("VGG", "ResNet", "DenseNet"):
         for metric in PUBLISHED_METRICS:
-            line = next(ln for ln in text.splitlines()
-                        if ln.startswith(series) and f" {metric} " in ln)
+            line = next(
+                ln for ln in text.splitlines() if ln.startswith(series) and f" {metric} " in ln
+            )
             assert len(line.split()) == 9  # series metric n slope intercept RMSE R² τ p
     out = io.StringIO()
     assert run(["compare", str(PUBLISHED), "--accuracy", "top1", "-f", "csv"], out, err) == 0
@@ -365,8 +375,21 @@ def test_cli_compare_report_html(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
     target = tmp_path / "cmp.html"
     out, err = io.StringIO(), io.StringIO()
-    assert run(["compare", str(PUBLISHED), "--metrics", "alpha,alpha_weighted", "--report",
-                str(target)], out, err) == 0
+    assert (
+        run(
+            [
+                "compare",
+                str(PUBLISHED),
+                "--metrics",
+                "alpha,alpha_weighted",
+                "--report",
+                str(target),
+            ],
+            out,
+            err,
+        )
+        == 0
+    )
     page = target.read_text()
     assert page.count("<img ") == 2
     assert "http://" not in page and "https://" not in page

@@ -16,8 +16,12 @@ from weightspectra.errors import InputError, OptionError
 
 pd = pytest.importorskip("pandas")
 
-PEER_SUMMARY = {"alpha": 4.1171, "alpha_weighted": 5.0648, "log_norm": 2.9307,
-                "log_spectral_norm": 1.3941}
+PEER_SUMMARY = {
+    "alpha": 4.1171,
+    "alpha_weighted": 5.0648,
+    "log_norm": 2.9307,
+    "log_spectral_norm": 1.3941,
+}
 #: Peer columns that are not numbers of the spectrum (compared separately or not at all).
 NON_NUMERIC = {"layer_id", "name", "longname", "layer_type", "status", "warning", "has_esd"}
 #: Columns that differ from the peer on purpose on MiniLM: none (weak_rank_loss follows the
@@ -71,14 +75,17 @@ def _hf_bert_tree() -> Any:
 
     def dense_out(d_in: int, d_out: int) -> nn.Module:
         m = nn.Module()
-        m.dense, m.LayerNorm, m.dropout = nn.Linear(d_in, d_out), nn.LayerNorm(d_out), \
-            nn.Dropout()
+        m.dense, m.LayerNorm, m.dropout = nn.Linear(d_in, d_out), nn.LayerNorm(d_out), nn.Dropout()
         return m
 
     def block() -> nn.Module:
         sa = nn.Module()
-        sa.query, sa.key, sa.value, sa.dropout = (nn.Linear(384, 384), nn.Linear(384, 384),
-                                                  nn.Linear(384, 384), nn.Dropout())
+        sa.query, sa.key, sa.value, sa.dropout = (
+            nn.Linear(384, 384),
+            nn.Linear(384, 384),
+            nn.Linear(384, 384),
+            nn.Dropout(),
+        )
         att = nn.Module()
         att.self, att.output = sa, dense_out(384, 384)
         inter = nn.Module()
@@ -118,8 +125,10 @@ def test_peer_script_on_minilm_module(minilm_path: Path, peer_rows: list[dict[st
     expected = np.sort(np.linalg.svd(weight, compute_uv=False) ** 2)
     np.testing.assert_allclose(esd, expected, rtol=1e-9, atol=1e-12 * expected[-1])
     only = watcher.analyze(layers=[12, 13])
-    assert list(only["longname"]) == ["encoder.layer.0.attention.self.query",
-                                      "encoder.layer.0.attention.self.key"]
+    assert list(only["longname"]) == [
+        "encoder.layer.0.attention.self.query",
+        "encoder.layer.0.attention.self.key",
+    ]
     dropped = watcher.describe(layers=[-2])  # the same selection, without computing anything
     assert "embeddings.word_embeddings" not in set(dropped["longname"]) and len(dropped) == 38
     assert list(watcher.describe(layers=[12])["layer_id"]) == [12]
@@ -184,8 +193,17 @@ def test_describe_get_esd_and_errors() -> None:
     with pytest.raises(InputError, match="call analyze"):
         watcher.get_details()
     plan = watcher.describe(model=arrays)
-    assert list(plan.columns) == ["layer_id", "name", "longname", "layer_type", "N", "M", "Q",
-                                  "rf", "num_evals"]
+    assert list(plan.columns) == [
+        "layer_id",
+        "name",
+        "longname",
+        "layer_type",
+        "N",
+        "M",
+        "Q",
+        "rf",
+        "num_evals",
+    ]
     assert list(plan["longname"]) == ["a", "b", "flat"]
     assert list(plan["num_evals"]) == [60, 50, 40]
     esd = watcher.get_ESD(model=arrays, layer="a")
@@ -208,5 +226,4 @@ def test_mp_fit_passes_through() -> None:
     soft = details["mp_softrank"].astype(float)
     assert np.isfinite(soft).all()
     assert watcher.get_summary()["mp_softrank"] == pytest.approx(soft.mean())
-    assert "mp_softrank" not in watcher.get_summary(watcher.analyze(mp_fit=False,
-                                                                    layers=["^a$"]))
+    assert "mp_softrank" not in watcher.get_summary(watcher.analyze(mp_fit=False, layers=["^a$"]))

@@ -385,8 +385,9 @@ def test_workers_announce_tensors_before_reading_them(
             note("load", entry.key)
             return real_load()
 
-        return dataclasses.replace(entry, load=load,
-                                   prefetch_hook=lambda: note("prefetch", entry.key))
+        return dataclasses.replace(
+            entry, load=load, prefetch_hook=lambda: note("prefetch", entry.key)
+        )
 
     source = dataclasses.replace(source, entries=tuple(hooked(e) for e in source.entries))
     report = ws.analyze(source, workers=2, parallel=kind)

@@ -59,16 +59,21 @@ def test_blocked_gram_equals_one_shot(
     shape: tuple[int, int],
     precision: Precision,
 ) -> None:
-    w = rng.standard_normal(shape).astype(np.float32 if precision is Precision.FLOAT64 else
-                                          np.float16)
+    w = rng.standard_normal(shape).astype(
+        np.float32 if precision is Precision.FLOAT64 else np.float16
+    )
     one_shot = eigen.gram_eigenvalues(w, precision)
     monkeypatch.setattr(eigen, "GRAM_BLOCKED_ABOVE_BYTES", 256 * 1024)  # blocked path...
     monkeypatch.setattr(eigen, "GRAM_BLOCK_BYTES", 256 * 1024)  # ...in ~10 blocks
     blocked = eigen.gram_eigenvalues(w, precision)
     tol = 1e-12 if precision is Precision.FLOAT64 else 1e-5
     np.testing.assert_allclose(blocked, one_shot, rtol=0, atol=tol * one_shot[-1])
-    np.testing.assert_allclose(blocked, eigen.svd_eigenvalues(w), rtol=0,
-                               atol=(1e-12 if tol < 1e-6 else 1e-5) * one_shot[-1])
+    np.testing.assert_allclose(
+        blocked,
+        eigen.svd_eigenvalues(w),
+        rtol=0,
+        atol=(1e-12 if tol < 1e-6 else 1e-5) * one_shot[-1],
+    )
 
 
 def test_blocked_path_rejects_nan_with_the_layer_name(

@@ -30,8 +30,11 @@ def write_safetensors(path: Path, tensors: dict[str, tuple[str, np.ndarray]]) ->
     header: dict[str, object] = {}
     offset = 0
     for name, (code, raw) in tensors.items():
-        header[name] = {"dtype": code, "shape": list(raw.shape),
-                        "data_offsets": [offset, offset + raw.nbytes]}
+        header[name] = {
+            "dtype": code,
+            "shape": list(raw.shape),
+            "data_offsets": [offset, offset + raw.nbytes],
+        }
         offset += raw.nbytes
     blob = json.dumps(header).encode()
     blob += b" " * (-len(blob) % 8)
@@ -42,8 +45,9 @@ def write_safetensors(path: Path, tensors: dict[str, tuple[str, np.ndarray]]) ->
             fh.write(np.ascontiguousarray(raw).tobytes())
 
 
-def make_sharded(folder: Path, code: str, shards: int, per_shard: int,
-                 shape: tuple[int, int], seed: int = 0) -> dict[str, np.ndarray]:
+def make_sharded(
+    folder: Path, code: str, shards: int, per_shard: int, shape: tuple[int, int], seed: int = 0
+) -> dict[str, np.ndarray]:
     """A sharded checkpoint with an index; returns the float32 values the reader must give."""
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
@@ -141,7 +145,9 @@ print(status()["VmHWM"] - before, len(report.analysed))
 def _peak_growth(folder: Path, workers: int) -> tuple[int, int]:
     out = subprocess.run(
         [sys.executable, "-c", _CHILD, str(folder), str(workers)],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     growth, analysed = out.stdout.split()
     return int(growth), int(analysed)

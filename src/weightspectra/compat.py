@@ -49,8 +49,7 @@ def _details_columns() -> tuple[str, ...]:
 #: from the ``peer`` positions of :mod:`weightspectra.schema`.
 DETAILS_COLUMNS = _details_columns()
 #: Columns of ``describe()``.
-DESCRIBE_COLUMNS = ("layer_id", "name", "longname", "layer_type", "N", "M", "Q", "rf",
-                    "num_evals")
+DESCRIBE_COLUMNS = ("layer_id", "name", "longname", "layer_type", "N", "M", "Q", "rf", "num_evals")
 #: The peer's warning thresholds on α (its whole warning vocabulary, see :func:`peer_warning`).
 PEER_OVER_TRAINED = 2.0
 PEER_UNDER_TRAINED = 6.0
@@ -61,20 +60,42 @@ SUMMARY_KEYS = schema.summary_columns()
 _NOT_DETAILS = {"reason", "status"}
 
 #: Peer options mapped onto weightspectra options (peer name → our name).
-_MAPPED = {"min_evals": "min_evals", "max_evals": "max_evals", "pool": "pool",
-           "conv2d_norm": "conv_scaling", "normalize": "normalize"}
+_MAPPED = {
+    "min_evals": "min_evals",
+    "max_evals": "max_evals",
+    "pool": "pool",
+    "conv2d_norm": "conv_scaling",
+    "normalize": "normalize",
+}
 #: Peer options handled by this layer itself.
 _HANDLED = ("layers", "max_N", "plot", "savefig", "fit", "svd_method", "model")
 #: Peer options passed through when this weightspectra's Options has them (diagnostics).
 _PASS_THROUGH = {"mp_fit": "mp_fit", "randomize": "randomize", "detX": "detx"}
 #: Peer options not supported here, accepted only at their default value(s).
 _DEFAULT_ONLY: dict[str, tuple[object, ...]] = {
-    "glorot_fix": (False,), "ww2x": (False,), "conv2d_fft": (False,), "fft": (False,),
-    "deltas": (False,), "intra": (False,), "vectors": (False,), "channels": (None,),
-    "stacked": (False,), "fix_fingers": (None, False), "xmax": (None,), "base_model": (None,),
-    "peft": (False, None), "min_size": (None,), "max_size": (None,), "start_ids": (0,),
-    "sparsify": (True,), "tolerance": (None,), "pl_package": (None, "powerlaw", "ww"),
-    "xmin_max": (None,), "max_fingers": (None,), "inverse": (False,), "evecs": (False,),
+    "glorot_fix": (False,),
+    "ww2x": (False,),
+    "conv2d_fft": (False,),
+    "fft": (False,),
+    "deltas": (False,),
+    "intra": (False,),
+    "vectors": (False,),
+    "channels": (None,),
+    "stacked": (False,),
+    "fix_fingers": (None, False),
+    "xmax": (None,),
+    "base_model": (None,),
+    "peft": (False, None),
+    "min_size": (None,),
+    "max_size": (None,),
+    "start_ids": (0,),
+    "sparsify": (True,),
+    "tolerance": (None,),
+    "pl_package": (None, "powerlaw", "ww"),
+    "xmin_max": (None,),
+    "max_fingers": (None,),
+    "inverse": (False,),
+    "evecs": (False,),
     "params": (None,),
 }
 _FITS = ("PL", "POWER_LAW", "power_law", "pl")
@@ -114,8 +135,9 @@ def _module_id(key: str, ids: Mapping[str, int]) -> int | None:
     return None
 
 
-def details_frame(report: Report, ids: Mapping[str, int] | None = None,
-                  columns: Sequence[str] = DETAILS_COLUMNS) -> pd.DataFrame:
+def details_frame(
+    report: Report, ids: Mapping[str, int] | None = None, columns: Sequence[str] = DETAILS_COLUMNS
+) -> pd.DataFrame:
     """The peer-style ``details`` DataFrame of a report: one row per analysed matrix.
 
     Parameters
@@ -148,14 +170,26 @@ def _peer_row(row: LayerResult, ids: Mapping[str, int]) -> dict[str, Any]:
         "name": row.name.rsplit(".", 1)[-1],
         "longname": row.name,
         "layer_type": row.layer_type,
-        "N": row.N, "M": row.M, "Q": row.Q, "rf": row.rf, "num_evals": row.num_evals,
+        "N": row.N,
+        "M": row.M,
+        "Q": row.Q,
+        "rf": row.rf,
+        "num_evals": row.num_evals,
         "has_esd": row.evals is not None,
     }
     metrics = {k: v for k, v in row.metrics.items() if k not in _NOT_DETAILS}
     alpha = metrics.get("alpha")
     fitted = isinstance(alpha, (int, float)) and math.isfinite(alpha)
-    for col in ("alpha", "alpha_weighted", "log_alpha_norm", "xmin", "xmax", "D", "sigma",
-                "num_pl_spikes"):
+    for col in (
+        "alpha",
+        "alpha_weighted",
+        "log_alpha_norm",
+        "xmin",
+        "xmax",
+        "D",
+        "sigma",
+        "num_pl_spikes",
+    ):
         if metrics.get(col) is None:
             metrics[col] = math.nan
     out.update(metrics)
@@ -228,7 +262,8 @@ class WeightWatcher:
                     if value:
                         raise OptionError(
                             f"{key}={value!r}: this weightspectra cannot run it ({exc}); drop "
-                            f"the option (supported options: {_supported()})") from exc
+                            f"the option (supported options: {_supported()})"
+                        ) from exc
                 else:
                     ours[name] = value
             elif key in _DEFAULT_ONLY:
@@ -236,17 +271,21 @@ class WeightWatcher:
                     raise OptionError(
                         f"{key}={value!r} is not supported by weightspectra.compat (only its "
                         f"default {_DEFAULT_ONLY[key][0]!r}); supported options: "
-                        f"{_supported()}")
+                        f"{_supported()}"
+                    )
             else:
-                raise OptionError(f"unknown option {key}={value!r}; supported options: "
-                                  f"{_supported()}")
+                raise OptionError(
+                    f"unknown option {key}={value!r}; supported options: {_supported()}"
+                )
         fit = handled.get("fit", "PL")
         if fit not in _FITS:
             raise OptionError(f"fit={fit!r}: only the power law ('PL') is supported here")
         svd = handled.get("svd_method", "full")
         if svd not in _SVD_METHODS:
-            raise OptionError(f"svd_method={svd!r}: only 'full' is supported here (the "
-                              "eigenvalues are exact to float64 precision)")
+            raise OptionError(
+                f"svd_method={svd!r}: only 'full' is supported here (the "
+                "eigenvalues are exact to float64 precision)"
+            )
         layers = handled.get("layers") or []
         keep, drop = self._layer_selectors(model, layers)
         max_n = handled.get("max_N")
@@ -354,8 +393,7 @@ class WeightWatcher:
                     out[key] = float(col.mean())
         return out
 
-    def describe(self, model: object = None, layers: object = (), **kwargs: Any
-                 ) -> pd.DataFrame:
+    def describe(self, model: object = None, layers: object = (), **kwargs: Any) -> pd.DataFrame:
         """Layers that :meth:`analyze` would analyse (ids, names, types, shapes); computes
         nothing.
 
@@ -369,13 +407,21 @@ class WeightWatcher:
         report = ws_describe(chosen, options)
         ids = peer_layer_ids(chosen)
         pd = _pandas()
-        records = [{k: v for k, v in _peer_row(r, ids).items() if k in DESCRIBE_COLUMNS}
-                   for r in report.layers if r.status.value == "planned"]
+        records = [
+            {k: v for k, v in _peer_row(r, ids).items() if k in DESCRIBE_COLUMNS}
+            for r in report.layers
+            if r.status.value == "planned"
+        ]
         frame = pd.DataFrame.from_records(records, columns=list(DESCRIBE_COLUMNS))
         return frame.sort_values("layer_id", kind="stable").reset_index(drop=True)
 
-    def get_ESD(self, model: object = None, layer: int | str | None = None,
-                random: bool = False, **kwargs: Any) -> np.ndarray:
+    def get_ESD(
+        self,
+        model: object = None,
+        layer: int | str | None = None,
+        random: bool = False,
+        **kwargs: Any,
+    ) -> np.ndarray:
         """Eigenvalues (ascending) of one layer: ``layer`` is a ``layer_id`` of ``details``, or
         a name / longname. Uses the last analysis when it has the layer, else analyses it.
 
@@ -397,8 +443,10 @@ class WeightWatcher:
         row = self._find(report, layer, peer_layer_ids(chosen))
         if random:
             if row.rand_evals is None:
-                raise InputError(f"layer {row.name!r} has no randomised eigenvalues (its "
-                                 "matrix could not be shuffled)")
+                raise InputError(
+                    f"layer {row.name!r} has no randomised eigenvalues (its "
+                    "matrix could not be shuffled)"
+                )
             return np.array(row.rand_evals)
         if row.evals is None:
             raise InputError(f"layer {row.name!r} was analysed without keeping its eigenvalues")
@@ -408,9 +456,11 @@ class WeightWatcher:
     def _find(report: Report, layer: int | str, ids: Mapping[str, int]) -> LayerResult:
         for row in report.analysed:
             mid = _module_id(row.key, ids) if ids else row.layer_id
-            if layer in (mid, row.name) or (isinstance(layer, str)
-                                            and row.name.rsplit(".", 1)[-1] == layer):
+            if layer in (mid, row.name) or (
+                isinstance(layer, str) and row.name.rsplit(".", 1)[-1] == layer
+            ):
                 return row
-        names = ", ".join(f"{_module_id(r.key, ids) if ids else r.layer_id}:{r.name}"
-                          for r in report.analysed[:8])
+        names = ", ".join(
+            f"{_module_id(r.key, ids) if ids else r.layer_id}:{r.name}" for r in report.analysed[:8]
+        )
         raise InputError(f"layer {layer!r} is not among the analysed layers ({names}, …)")

@@ -103,21 +103,11 @@ def test_density_integrates_to_one_by_plain_trapezoid() -> None:
     assert mass == pytest.approx(1.0, abs=1e-8)
 
 
-#: mp_cdf_table sets its θ-integrand to 0 at θ = π when Q = 1 (x = 0 there), but the limit is
-#: 2/π (the density's 1/√x singularity): the whole table is off by ≈ 2.4e-4 in probability.
-#: With the limit 2/π the table matches the closed form below to 1.6e-8 (checked on a copy).
-Q1_ENDPOINT = pytest.mark.xfail(
-    strict=False,
-    reason="mp_cdf_table: Q = 1 integrand limit at θ = π is 2/π, the code uses 0 (CDF off 2.4e-4)",
-)
-QS_TABLE = [pytest.param(1.0, marks=Q1_ENDPOINT), *QS[1:]]
-
-
-@pytest.mark.parametrize("Q", QS_TABLE)
+@pytest.mark.parametrize("Q", QS)
 def test_cdf_table_quantiles_match_integrated_density(Q: float) -> None:
     """Quantiles read off the table (linear interpolation of its 4097 points) against quantiles
     solved here from the integrated closed-form density. Tolerance 1e-6 · (λ₊ − λ₋); the table
-    is measured within 1e-7 of it, far below any finite-size fluctuation."""
+    is measured within 1e-7 of it (Q = 1 included), far below any finite-size fluctuation."""
     x, table = mp_cdf_table(Q)
     lo, hi = closed_form_edges(Q, 1.0)
     assert x[0] == pytest.approx(lo, abs=1e-12) and x[-1] == pytest.approx(hi, rel=1e-12)
@@ -127,22 +117,19 @@ def test_cdf_table_quantiles_match_integrated_density(Q: float) -> None:
         assert float(np.interp(p, table, x)) == pytest.approx(quantile(p, Q), abs=1e-6 * (hi - lo))
 
 
-@pytest.mark.parametrize("Q", [pytest.param(1.0, marks=Q1_ENDPOINT), 2.0, 10.0])
+@pytest.mark.parametrize("Q", [1.0, 2.0, 10.0])
 def test_cdf_table_values_match_quadrature_at_its_own_points(Q: float) -> None:
-    """Tolerance 1e-6 in probability (measured: ≤ 1.2e-7 for Q > 1)."""
+    """Tolerance 1e-6 in probability (measured: ≤ 1.2e-7)."""
     x, table = mp_cdf_table(Q)
     for i in range(1, x.size - 1, 409):  # ten points across the support
         assert table[i] == pytest.approx(cdf(float(x[i]), Q), abs=1e-6)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="mp_cdf_table: Q = 1 integrand limit at θ = π is 2/π, the code uses 0 (CDF off 2.4e-4)",
-)
 def test_cdf_table_for_square_matrices_is_the_closed_form() -> None:
     """Q = 1 in closed form: ρ(x) = √(4 − x) / (2π√x) on [0, 4]; with x = 4 sin²φ,
     F(x) = (2φ + sin 2φ)/π. Tolerance 1e-6 in probability, near 0 included (where the density
-    is singular)."""
+    is singular). The case needs care: x = 0 at θ = π in the table's θ-integral, where the
+    integrand tends to 2/π; taken as 0 (as the code once did) the whole table is 2.4e-4 off."""
     x, table = mp_cdf_table(1.0)
     phi = np.arcsin(np.sqrt(np.clip(x, 0.0, 4.0)) / 2.0)
     exact = (2.0 * phi + np.sin(2.0 * phi)) / math.pi

@@ -112,15 +112,11 @@ def test_bleeding_out_and_bulk_decay_from_planted_eigenvalues() -> None:
     cfg = Options()
     bleed = evals.copy()
     bleed[-4:] = edge * np.array([1.03, 1.04, 1.05, 1.06])  # 1 % just beyond the edge
-    d = layer_diagnostics(
-        bleed, 800, 400, fit=None, fit_error=None, normalized=True, config=cfg
-    )
+    d = layer_diagnostics(bleed, 800, 400, fit=None, fit_error=None, normalized=True, config=cfg)
     assert d["phase"] == "bleeding-out"
     decay = evals.copy()
     decay[-30:] = edge * np.linspace(1.03, 1.5, 30)  # 7.5 % beyond the edge
-    d = layer_diagnostics(
-        decay, 800, 400, fit=None, fit_error=None, normalized=True, config=cfg
-    )
+    d = layer_diagnostics(decay, 800, 400, fit=None, fit_error=None, normalized=True, config=cfg)
     assert d["phase"] == "bulk-decay"
 
 

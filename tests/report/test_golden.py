@@ -88,7 +88,8 @@ def test_csv_rendering(report: ws.Report) -> None:
             if _is_number(w) and _is_number(g) and not (w.isdigit() and g.isdigit()):
                 gv, wv = float(g), float(w)
                 assert (math.isnan(gv) and math.isnan(wv)) or gv == pytest.approx(
-                    wv, rel=1e-9, abs=1e-300), (got[1], col)
+                    wv, rel=1e-9, abs=1e-300
+                ), (got[1], col)
             else:
                 assert g == w, (got[1], col)
 

@@ -93,15 +93,16 @@ def test_self_contained_and_one_row_per_layer(report: ws.Report) -> None:
     assert len(page.img_src) == 3 + len(report.analysed)
     assert all(src.startswith("data:image/png;base64,") for src in page.img_src)
     assert all(ref.startswith(("data:", "#")) for ref in page.refs), page.refs
-    assert "<link rel=\"stylesheet\"" not in text and "<script src" not in text
+    assert '<link rel="stylesheet"' not in text and "<script src" not in text
     assert "blocks.0.attn&lt;q&gt;" in text and "attn<q>" not in text
     joined = "".join(page.text)
     assert "2–4 is typical of well-trained layers" in joined
     assert "Mean α = " in joined
 
 
-def test_without_plots_needs_no_matplotlib(report: ws.Report,
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_plots_needs_no_matplotlib(
+    report: ws.Report, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import sys
 
     monkeypatch.setitem(sys.modules, "matplotlib", None)
@@ -152,10 +153,18 @@ def browser() -> Iterator[Any]:
     profile = tempfile.mkdtemp(prefix="ws-chromium-")
     opts = webdriver.ChromeOptions()
     opts.binary_location = chromium
-    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-component-update", "--no-first-run", "--disable-sync",
-                "--disable-dev-shm-usage", f"--user-data-dir={profile}",
-                "--window-size=1400,1000"):
+    for arg in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--no-first-run",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={profile}",
+        "--window-size=1400,1000",
+    ):
         opts.add_argument(arg)
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=opts)
@@ -194,12 +203,14 @@ def check_in_browser(driver: Any, path: Path, expected_rows: int, shot: str) -> 
     # Sort by α: click its header once (ascending), and read the column back.
     col = driver.execute_script(
         "var h = Array.prototype.map.call(document.querySelectorAll('#layers thead th'),"
-        " function(t){return t.textContent;}); return h.indexOf('alpha');")
+        " function(t){return t.textContent;}); return h.indexOf('alpha');"
+    )
     assert col >= 0
     driver.execute_script(f"document.querySelectorAll('#layers thead th')[{col}].click()")
     values = driver.execute_script(
         f"return Array.prototype.map.call(document.querySelectorAll('#layers tbody tr'),"
-        f" function(r){{return parseFloat(r.cells[{col}].getAttribute('data-v'));}});")
+        f" function(r){{return parseFloat(r.cells[{col}].getAttribute('data-v'));}});"
+    )
     finite = [v for v in values if v == v]
     assert finite == sorted(finite)
     for anchor, name in (("#layers", "table"), ("#model-plots", "model-plots")):

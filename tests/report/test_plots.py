@@ -24,14 +24,16 @@ pytest.importorskip("matplotlib")
 @pytest.fixture(scope="module")
 def report() -> ws.Report:
     rng = np.random.default_rng(7)
-    return ws.analyze({
-        "embed.weight": rng.standard_t(2.5, (300, 40)),
-        "fc1.weight": rng.standard_t(3.0, (160, 90)),
-        "fc2.weight": rng.standard_normal((120, 70)) + 0.3 * rng.standard_t(2.0, (120, 70)),
-        "tiny.weight": rng.standard_t(3.0, (16, 40)),
-        "fc2.bias": rng.standard_normal(120),
-        "head.weight": rng.standard_normal((3, 70)),
-    })
+    return ws.analyze(
+        {
+            "embed.weight": rng.standard_t(2.5, (300, 40)),
+            "fc1.weight": rng.standard_t(3.0, (160, 90)),
+            "fc2.weight": rng.standard_normal((120, 70)) + 0.3 * rng.standard_t(2.0, (120, 70)),
+            "tiny.weight": rng.standard_t(3.0, (16, 40)),
+            "fc2.bias": rng.standard_normal(120),
+            "head.weight": rng.standard_normal((3, 70)),
+        }
+    )
 
 
 def _fresh() -> Any:
@@ -72,8 +74,9 @@ def test_mp_density_integrates_to_one(Q: float) -> None:
     c = 1 / Q
     lo = edge / (1 + math.sqrt(c)) ** 2 * (1 - math.sqrt(c)) ** 2
     quad = pytest.importorskip("scipy.integrate").quad
-    total, _ = quad(lambda t: float(mp_density_from_edge(np.array([t]), edge, Q)[0]), lo, edge,
-                    limit=200)
+    total, _ = quad(
+        lambda t: float(mp_density_from_edge(np.array([t]), edge, Q)[0]), lo, edge, limit=200
+    )
     assert total == pytest.approx(1.0, abs=1e-6)
     outside = [edge * 1.01] + ([lo * 0.99] if lo > 0 else [])
     assert mp_density_from_edge(np.array(outside), edge, Q).tolist() == [0] * len(outside)
@@ -98,14 +101,23 @@ def test_loglog_draws_fit_and_xmin(report: ws.Report) -> None:
 
 def test_linear_with_and_without_mp_columns(report: ws.Report) -> None:
     full = report["fc2"]
-    mp_keys = {"mp_softrank", "bulk_max", "bulk_min", "num_spikes", "tw_margin", "phase",
-               "max_rand_eval", "num_traps"}
+    mp_keys = {
+        "mp_softrank",
+        "bulk_max",
+        "bulk_min",
+        "num_spikes",
+        "tw_margin",
+        "phase",
+        "max_rand_eval",
+        "num_traps",
+    }
     row = replace(full, metrics={k: v for k, v in full.metrics.items() if k not in mp_keys})
     ax = plots.plot_esd_linear(row, _fresh())
     assert not ax.lines  # no MP columns: histogram only
     lam = row.metrics["lambda_max"]
-    with_mp = replace(row, metrics={**row.metrics, "mp_softrank": 0.5, "num_spikes": 2,
-                                    "phase": "bulk+spikes"})
+    with_mp = replace(
+        row, metrics={**row.metrics, "mp_softrank": 0.5, "num_spikes": 2, "phase": "bulk+spikes"}
+    )
     assert plots.mp_edge(with_mp) == pytest.approx(0.5 * lam)
     ax = plots.plot_esd_linear(with_mp, _fresh())
     labels = [ln.get_label() for ln in ax.lines]
@@ -117,8 +129,16 @@ def test_linear_with_and_without_mp_columns(report: ws.Report) -> None:
     clipped = replace(row, metrics={**row.metrics, "mp_softrank": 1.0})
     assert plots.mp_edge(clipped) is None  # a clipped soft rank does not locate the edge
     # Bulk edge and TW margin are stored in the report's eigenvalue units.
-    tw = replace(with_mp, metrics={**with_mp.metrics, "bulk_max": 2.0, "tw_margin": 0.2,
-                                   "max_rand_eval": 3.0, "num_traps": 1})
+    tw = replace(
+        with_mp,
+        metrics={
+            **with_mp.metrics,
+            "bulk_max": 2.0,
+            "tw_margin": 0.2,
+            "max_rand_eval": 3.0,
+            "num_traps": 1,
+        },
+    )
     ax = plots.plot_esd_linear(tw, _fresh())
     lines = {ln.get_label(): ln.get_xdata()[0] for ln in ax.lines}
     assert lines["bulk edge λ₊"] == 2.0
@@ -179,9 +199,13 @@ def test_model_plots(report: ws.Report) -> None:
 
 
 def test_metric_vs_accuracy_line() -> None:
-    ax = plots.plot_metric_vs_accuracy([0, 1, 2, 5, 6, 7], [1, 3, 5, 10, 8, 6],
-                                       groups=["a", "a", "a", "b", "b", "b"],
-                                       labels=list("uvwxyz"), ax=_fresh())
+    ax = plots.plot_metric_vs_accuracy(
+        [0, 1, 2, 5, 6, 7],
+        [1, 3, 5, 10, 8, 6],
+        groups=["a", "a", "a", "b", "b", "b"],
+        labels=list("uvwxyz"),
+        ax=_fresh(),
+    )
     line_a, line_b = ax.lines
     assert line_a.get_ydata() == pytest.approx([1, 5])  # y = 2x + 1 on [0, 2]
     assert line_b.get_ydata() == pytest.approx([10, 6])  # y = −2x + 20 on [5, 7]
@@ -206,8 +230,10 @@ def test_missing_matplotlib(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_import_does_not_load_matplotlib_or_pandas() -> None:
-    code = ("import sys, weightspectra, weightspectra.report.plots, weightspectra.compat, "
-            "weightspectra.report.html; "
-            "print('matplotlib' in sys.modules, 'pandas' in sys.modules)")
+    code = (
+        "import sys, weightspectra, weightspectra.report.plots, weightspectra.compat, "
+        "weightspectra.report.html; "
+        "print('matplotlib' in sys.modules, 'pandas' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]

@@ -159,8 +159,7 @@ def resolve_backend(device: Device) -> Backend:
     if found is None:
         torch_missing = "torch" not in sys.modules and importlib.util.find_spec("torch") is None
         cause = (
-            "torch is not installed (pip install 'weightspectra[torch]' with a CUDA build of "
-            "torch)"
+            "torch is not installed (pip install 'weightspectra[torch]' with a CUDA build of torch)"
             if torch_missing
             else "torch sees no usable CUDA device (torch.cuda.is_available() is False)"
         )

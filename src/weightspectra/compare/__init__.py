@@ -94,9 +94,17 @@ class LinearFit:
     tau_p: float
 
     def row(self) -> dict[str, float | int | str]:
-        return {"series": self.series, "metric": self.metric, "n": self.n, "slope": self.slope,
-                "intercept": self.intercept, "rmse": self.rmse, "r2": self.r2, "tau": self.tau,
-                "tau_p": self.tau_p}
+        return {
+            "series": self.series,
+            "metric": self.metric,
+            "n": self.n,
+            "slope": self.slope,
+            "intercept": self.intercept,
+            "rmse": self.rmse,
+            "r2": self.r2,
+            "tau": self.tau,
+            "tau_p": self.tau_p,
+        }
 
 
 def fit_metric(metric: str, series: str, x: Sequence[float], y: Sequence[float]) -> LinearFit:
@@ -165,8 +173,9 @@ class Comparison:
 
     def _check_metric(self, metric: str) -> None:
         if metric not in self.metrics:
-            raise InputError(f"metric {metric!r} is not compared; choose one of "
-                             f"{', '.join(self.metrics)}")
+            raise InputError(
+                f"metric {metric!r} is not compared; choose one of {', '.join(self.metrics)}"
+            )
 
     def fit(self, metric: str, series: str = ALL_SERIES) -> LinearFit:
         """The fit of the accuracy on ``metric`` for ``series``.
@@ -181,8 +190,10 @@ class Comparison:
             if f.metric == metric and f.series == series:
                 return f
         have = sorted({f.series for f in self.fits})
-        raise InputError(f"no fit for metric {metric!r} and series {series!r}; fits exist for "
-                         f"series {', '.join(have) or 'none (give accuracies)'}")
+        raise InputError(
+            f"no fit for metric {metric!r} and series {series!r}; fits exist for "
+            f"series {', '.join(have) or 'none (give accuracies)'}"
+        )
 
     def rows(self) -> list[dict[str, Any]]:
         """One record per model: name, series, accuracy, metrics."""
@@ -220,10 +231,14 @@ class Comparison:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain, JSON-ready form: models (with their source), rankings, fits."""
-        models = [{**r, "source": m.source}
-                  for r, m in zip(self.rows(), self.models, strict=True)]
-        return {"accuracy_name": self.accuracy_name, "metrics": list(self.metrics),
-                "models": models, "rankings": self.rankings, "fits": self.fit_rows()}
+        models = [{**r, "source": m.source} for r, m in zip(self.rows(), self.models, strict=True)]
+        return {
+            "accuracy_name": self.accuracy_name,
+            "metrics": list(self.metrics),
+            "models": models,
+            "rankings": self.rankings,
+            "fits": self.fit_rows(),
+        }
 
     def render(self, fmt: str = "table") -> str:
         """Text in ``fmt``: ``table``, ``markdown``, ``json``, or ``csv`` (the fits when
@@ -272,16 +287,26 @@ def read_summary_csv(path: str | Path) -> list[ModelSummary]:
         header = reader.fieldnames or []
         name_col = next((c for c in header if c.strip().lower() in NAME_COLUMNS), None)
         if name_col is None:
-            raise InputError(f"{path}: expected a 'model' or 'name' column, found "
-                             f"{', '.join(header) or 'no header'}")
+            raise InputError(
+                f"{path}: expected a 'model' or 'name' column, found "
+                f"{', '.join(header) or 'no header'}"
+            )
         series_col = next((c for c in header if c.strip().lower() == SERIES_COLUMN), None)
         out = []
         for row in reader:
-            values = {c.strip(): _float(v) for c, v in row.items()
-                      if c not in (name_col, series_col) and c is not None}
-            out.append(ModelSummary(name=row[name_col].strip(), metrics=values,
-                                    series=(row[series_col] or "").strip() if series_col else "",
-                                    source=str(path)))
+            values = {
+                c.strip(): _float(v)
+                for c, v in row.items()
+                if c not in (name_col, series_col) and c is not None
+            }
+            out.append(
+                ModelSummary(
+                    name=row[name_col].strip(),
+                    metrics=values,
+                    series=(row[series_col] or "").strip() if series_col else "",
+                    source=str(path),
+                )
+            )
     if not out:
         raise InputError(f"{path}: the CSV has a header but no models")
     return out
@@ -292,13 +317,13 @@ def _summary_of(report: Report, name: str, source: str) -> ModelSummary:
     return ModelSummary(name=name, metrics=metrics, source=source, report=report)
 
 
-def _load_item(item: object, name: str | None, index: int, analyze_kwargs: Mapping[str, Any]
-               ) -> list[ModelSummary]:
+def _load_item(
+    item: object, name: str | None, index: int, analyze_kwargs: Mapping[str, Any]
+) -> list[ModelSummary]:
     if isinstance(item, ModelSummary):
         return [item]
     if isinstance(item, Report):
-        return [_summary_of(item, name or Path(item.source).stem or f"model{index}",
-                            item.source)]
+        return [_summary_of(item, name or Path(item.source).stem or f"model{index}", item.source)]
     if isinstance(item, (str, Path)):
         path = Path(item)
         suffix = path.suffix.lower()
@@ -338,14 +363,17 @@ def _accuracy_from_file(path: Path) -> dict[str, float]:
     if col is None and len(cols) == 1:
         col = cols[0]
     if col is None:
-        raise InputError(f"{path}: cannot tell the accuracy column among {', '.join(cols)}; "
-                         f"name it one of {', '.join(ACCURACY_COLUMNS)}, or keep only "
-                         "model and accuracy columns")
+        raise InputError(
+            f"{path}: cannot tell the accuracy column among {', '.join(cols)}; "
+            f"name it one of {', '.join(ACCURACY_COLUMNS)}, or keep only "
+            "model and accuracy columns"
+        )
     return {r.name: r.metrics[col] for r in rows}
 
 
-def _resolve_accuracy(models: list[ModelSummary], accuracy: object
-                      ) -> tuple[list[ModelSummary], str | None, set[str]]:
+def _resolve_accuracy(
+    models: list[ModelSummary], accuracy: object
+) -> tuple[list[ModelSummary], str | None, set[str]]:
     """Attach accuracies; returns the models, the accuracy name, and columns that are not
     metrics (accuracy-like columns of summary CSVs)."""
     from dataclasses import replace
@@ -358,45 +386,56 @@ def _resolve_accuracy(models: list[ModelSummary], accuracy: object
         col = next((c for c in ACCURACY_COLUMNS if c in csv_cols), None)
         if col is not None:
             name, values = col, {m.name: m.metrics.get(col, math.nan) for m in models}
-    elif isinstance(accuracy, (str, Path)) and (Path(accuracy).is_file()
-                                                or str(accuracy).lower().endswith(".csv")):
+    elif isinstance(accuracy, (str, Path)) and (
+        Path(accuracy).is_file() or str(accuracy).lower().endswith(".csv")
+    ):
         name, values = "accuracy", _accuracy_from_file(Path(accuracy))
         if any(m.name not in values for m in models):
             missing = [m.name for m in models if m.name not in values]
-            raise InputError(f"{accuracy}: no accuracy for {', '.join(missing[:10])}; the file's "
-                             f"models are {', '.join(list(values)[:10])}")
+            raise InputError(
+                f"{accuracy}: no accuracy for {', '.join(missing[:10])}; the file's "
+                f"models are {', '.join(list(values)[:10])}"
+            )
     elif isinstance(accuracy, str):
         if accuracy not in csv_cols:
-            raise InputError(f"accuracy={accuracy!r} is neither a CSV file nor a column of the "
-                             f"summary CSVs ({', '.join(sorted(csv_cols)) or 'none given'})")
+            raise InputError(
+                f"accuracy={accuracy!r} is neither a CSV file nor a column of the "
+                f"summary CSVs ({', '.join(sorted(csv_cols)) or 'none given'})"
+            )
         name, values = accuracy, {m.name: m.metrics.get(accuracy, math.nan) for m in models}
         not_metrics.add(accuracy)
     elif isinstance(accuracy, Mapping):
         name, values = "accuracy", {str(k): float(v) for k, v in accuracy.items()}
     elif isinstance(accuracy, Sequence) and not isinstance(accuracy, (str, bytes)):
         if len(accuracy) != len(models):
-            raise InputError(f"{len(accuracy)} accuracies for {len(models)} models; give one "
-                             "per model, or a mapping {name: accuracy}")
+            raise InputError(
+                f"{len(accuracy)} accuracies for {len(models)} models; give one "
+                "per model, or a mapping {name: accuracy}"
+            )
         name, values = "accuracy", {m.name: float(a) for m, a in zip(models, accuracy, strict=True)}
     else:
-        raise InputError(f"accuracy must be a CSV path, a column name, a mapping or a sequence; "
-                         f"got {type(accuracy).__name__}")
+        raise InputError(
+            f"accuracy must be a CSV path, a column name, a mapping or a sequence; "
+            f"got {type(accuracy).__name__}"
+        )
     if values is None:
         return models, None, not_metrics
     out = [replace(m, accuracy=values.get(m.name)) for m in models]
     return out, name, not_metrics
 
 
-def _metric_order(models: list[ModelSummary], wanted: Sequence[str] | None,
-                  not_metrics: set[str]) -> tuple[str, ...]:
+def _metric_order(
+    models: list[ModelSummary], wanted: Sequence[str] | None, not_metrics: set[str]
+) -> tuple[str, ...]:
     present: list[str] = []
     for m in models:
         present += [k for k in m.metrics if k not in present]
     if wanted is not None:
         missing = [w for w in wanted if w not in present]
         if missing:
-            raise InputError(f"metric(s) {', '.join(missing)} not found; the models have "
-                             f"{', '.join(present)}")
+            raise InputError(
+                f"metric(s) {', '.join(missing)} not found; the models have {', '.join(present)}"
+            )
         return tuple(wanted)
     known = [c for c in SUMMARY_COLUMNS if c in present]
     return tuple(known + [c for c in present if c not in known and c not in not_metrics])
@@ -411,8 +450,11 @@ def _fits(models: Sequence[ModelSummary], metrics: Sequence[str]) -> list[Linear
     out = []
     for series, members in groups.items():
         for metric in metrics:
-            pts = [(m.metrics.get(metric, math.nan), m.accuracy) for m in members
-                   if m.accuracy is not None]
+            pts = [
+                (m.metrics.get(metric, math.nan), m.accuracy)
+                for m in members
+                if m.accuracy is not None
+            ]
             pts = [(x, y) for x, y in pts if math.isfinite(x) and math.isfinite(y)]
             if len(pts) >= MIN_FIT_MODELS:
                 xs, ys = zip(*pts, strict=True)
@@ -466,7 +508,8 @@ def compare(
     >>> cmp.fit("alpha_weighted", "VGG").r2                     # doctest: +SKIP
     """
     items: list[object] = (
-        [models] if isinstance(models, (str, Path, Report)) or not isinstance(models, Sequence)
+        [models]
+        if isinstance(models, (str, Path, Report)) or not isinstance(models, Sequence)
         else list(models)
     )
     if not items:
@@ -480,5 +523,4 @@ def compare(
     loaded, acc_name, not_metrics = _resolve_accuracy(loaded, accuracy)
     order = _metric_order(loaded, metrics, not_metrics)
     fits = _fits(loaded, order) if acc_name is not None else []
-    return Comparison(models=tuple(loaded), metrics=order, accuracy_name=acc_name,
-                      fits=tuple(fits))
+    return Comparison(models=tuple(loaded), metrics=order, accuracy_name=acc_name, fits=tuple(fits))

@@ -18,8 +18,10 @@ if TYPE_CHECKING:
 FORMATS = ("table", "markdown", "csv", "json")
 FIT_COLUMNS = ("series", "metric", "n", "slope", "intercept", "rmse", "r2", "tau", "tau_p")
 _FIT_HEADER = {"rmse": "RMSE", "r2": "R²", "tau": "Kendall τ", "tau_p": "p(τ)"}
-FIT_NOTE = ("ordinary least squares of {acc} on each metric; RMSE = √(mean squared residual); "
-            "Kendall τ-b with its two-sided p-value")
+FIT_NOTE = (
+    "ordinary least squares of {acc} on each metric; RMSE = √(mean squared residual); "
+    "Kendall τ-b with its two-sided p-value"
+)
 
 
 def _json_safe(value: Any) -> Any:
@@ -54,8 +56,7 @@ def to_table(cmp: Comparison) -> str:
     cols = _model_columns(cmp)
     rows = cmp.rows()
     body = [[fmt_value(r.get(c)) for c in cols] for r in rows]
-    out = [f"Models compared: {len(rows)}", *_grid(cols, body, {0, 1} if "series" in cols
-                                                     else {0})]
+    out = [f"Models compared: {len(rows)}", *_grid(cols, body, {0, 1} if "series" in cols else {0})]
     out += ["", "Ranking by each metric (ascending):", *_ranking_lines(cmp)]
     if cmp.fits:
         out += ["", "Fit: " + FIT_NOTE.format(acc=cmp.accuracy_name)]
@@ -69,9 +70,13 @@ def to_table(cmp: Comparison) -> str:
 
 def to_markdown(cmp: Comparison) -> str:
     """GitHub-flavoured markdown of the same content as :func:`to_table`."""
+
     def md(cols: list[str], rows: list[list[str]]) -> list[str]:
-        return ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|",
-                *("| " + " | ".join(r) + " |" for r in rows)]
+        return [
+            "| " + " | ".join(cols) + " |",
+            "|" + "|".join("---" for _ in cols) + "|",
+            *("| " + " | ".join(r) + " |" for r in rows),
+        ]
 
     cols = _model_columns(cmp)
     lines = ["## weightspectra comparison", ""]
@@ -80,8 +85,10 @@ def to_markdown(cmp: Comparison) -> str:
     lines += [f"- {ln.strip()}" for ln in _ranking_lines(cmp)]
     if cmp.fits:
         lines += ["", "### Fits", "", FIT_NOTE.format(acc=cmp.accuracy_name) + ".", ""]
-        lines += md([_FIT_HEADER.get(c, c) for c in FIT_COLUMNS],
-                    [[fmt_value(r[c]) for c in FIT_COLUMNS] for r in cmp.fit_rows()])
+        lines += md(
+            [_FIT_HEADER.get(c, c) for c in FIT_COLUMNS],
+            [[fmt_value(r[c]) for c in FIT_COLUMNS] for r in cmp.fit_rows()],
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -113,8 +120,9 @@ def render_comparison(cmp: Comparison, fmt: str = "table") -> str:
         return to_csv(cmp)
     if fmt == "json":
         return json.dumps(_json_safe(cmp.to_dict()), indent=1) + "\n"
-    raise OptionError(f"format={fmt!r} is not valid for a comparison; choose one of "
-                      f"{', '.join(FORMATS)}")
+    raise OptionError(
+        f"format={fmt!r} is not valid for a comparison; choose one of {', '.join(FORMATS)}"
+    )
 
 
 def comparison_html(cmp: Comparison, *, plots: bool = True, dpi: float = 72) -> str:
@@ -128,19 +136,21 @@ def comparison_html(cmp: Comparison, *, plots: bool = True, dpi: float = 72) -> 
     """
     from weightspectra.report.html import esc, figure_img, page, table
 
-    parts = ["<h1>weightspectra comparison</h1>",
-             f"<p class=\"muted\">{len(cmp.models)} models; ranking and fits use "
-             "model-level means. Within a series, smaller α-weighted, log α-norm and log "
-             "spectral norm go with better models.</p>",
-             "<h2>Models</h2>", table(_model_columns(cmp), cmp.rows(), table_id="models")]
+    parts = [
+        "<h1>weightspectra comparison</h1>",
+        f'<p class="muted">{len(cmp.models)} models; ranking and fits use '
+        "model-level means. Within a series, smaller α-weighted, log α-norm and log "
+        "spectral norm go with better models.</p>",
+        "<h2>Models</h2>",
+        table(_model_columns(cmp), cmp.rows(), table_id="models"),
+    ]
     items = "".join(f"<li>{esc(ln.strip())}</li>" for ln in _ranking_lines(cmp, 50))
     parts.append(f"<h2>Ranking (ascending)</h2><ul>{items}</ul>")
     if cmp.fits:
         note = esc(FIT_NOTE.format(acc=cmp.accuracy_name))
-        parts.append(f"<h2>Fits</h2><p class=\"muted\">{note}</p>")
+        parts.append(f'<h2>Fits</h2><p class="muted">{note}</p>')
         fit_rows = [{_FIT_HEADER.get(k, k): v for k, v in r.items()} for r in cmp.fit_rows()]
-        parts.append(table([_FIT_HEADER.get(c, c) for c in FIT_COLUMNS], fit_rows,
-                           table_id="fits"))
+        parts.append(table([_FIT_HEADER.get(c, c) for c in FIT_COLUMNS], fit_rows, table_id="fits"))
     if plots and cmp.fits:
         from weightspectra.report.plots import plot_metric_vs_accuracy
 
@@ -148,16 +158,28 @@ def comparison_html(cmp: Comparison, *, plots: bool = True, dpi: float = 72) -> 
         groups = [m.series for m in have] if any(m.series for m in have) else None
         figs = []
         for metric in cmp.metrics:
+
             def draw(ax: Any, metric: str = metric) -> None:
-                plot_metric_vs_accuracy([m.metrics.get(metric, math.nan) for m in have],
-                                        [float(m.accuracy or math.nan) for m in have],
-                                        labels=[m.name for m in have], groups=groups,
-                                        metric=metric, accuracy=str(cmp.accuracy_name), ax=ax)
+                plot_metric_vs_accuracy(
+                    [m.metrics.get(metric, math.nan) for m in have],
+                    [float(m.accuracy or math.nan) for m in have],
+                    labels=[m.name for m in have],
+                    groups=groups,
+                    metric=metric,
+                    accuracy=str(cmp.accuracy_name),
+                    ax=ax,
+                )
+
             figs.append(figure_img(draw, f"{cmp.accuracy_name} vs {metric}", (5.2, 3.6), dpi))
-        parts.append(f"<h2>Accuracy against each metric</h2><div class=\"plots\">"
-                     f"{''.join(figs)}</div>")
-    reports = [(m.name, m.report) for m in cmp.models if m.report is not None
-               and any(isinstance(r.metrics.get("alpha"), float) for r in m.report.analysed)]
+        parts.append(
+            f'<h2>Accuracy against each metric</h2><div class="plots">{"".join(figs)}</div>'
+        )
+    reports = [
+        (m.name, m.report)
+        for m in cmp.models
+        if m.report is not None
+        and any(isinstance(r.metrics.get("alpha"), float) for r in m.report.analysed)
+    ]
     if plots and reports:
         from weightspectra.report.plots import ALPHA_BAND, metric_by_depth
 
@@ -170,6 +192,9 @@ def comparison_html(cmp: Comparison, *, plots: bool = True, dpi: float = 72) -> 
             ax.set_ylabel("α")
             ax.legend(fontsize=7)
             ax.set_title("correlation flows", fontsize=9)
-        parts.append(f"<h2>Correlation flows</h2><div class=\"plots\">"
-                     f"{figure_img(flows, 'correlation flows', (7, 3.8), dpi)}</div>")
+
+        parts.append(
+            f'<h2>Correlation flows</h2><div class="plots">'
+            f"{figure_img(flows, 'correlation flows', (7, 3.8), dpi)}</div>"
+        )
     return page("weightspectra comparison", "\n".join(parts))

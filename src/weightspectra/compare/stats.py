@@ -14,8 +14,9 @@ from weightspectra.errors import InputError
 KENDALL_EXACT_MAX_N = 40
 
 
-def ols(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray
-        ) -> tuple[float, float, float, float]:
+def ols(
+    x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray
+) -> tuple[float, float, float, float]:
     """Ordinary least-squares line of ``y`` on ``x``.
 
     Parameters

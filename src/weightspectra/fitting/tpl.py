@@ -96,6 +96,7 @@ def tpl_log_norm(alpha: float, L: float) -> float:
     is divided by its maximum first so that the quadrature never under- or overflows.
     """
     from scipy import integrate  # scipy's heavier parts load only when a TPL is fitted
+
     if L <= 0.0:
         return -math.log(alpha - 1.0) if alpha > 1.0 else math.inf
     t_peak = math.log((1.0 - alpha) / L) if alpha < 1.0 and (1.0 - alpha) > L else 0.0
@@ -136,6 +137,7 @@ def fit_tpl(tail: np.ndarray, xmin: float, alpha_start: float) -> TPLFit:
         If ``xmin`` is not positive or the tail is shorter than :data:`MIN_COMPARE_TAIL`.
     """
     from scipy import optimize
+
     u = _as_tail(tail, xmin)
     m = u.size
     sum_log, sum_u = float(np.log(u).sum()), float(u.sum())
@@ -209,6 +211,7 @@ def compare_fits(
     'power_law'
     """
     from scipy import special, stats
+
     u = _as_tail(tail, xmin)
     m = u.size
     log_u = np.log(u)
@@ -288,6 +291,7 @@ def _as_tail(tail: np.ndarray, xmin: float) -> np.ndarray:
 def _fit_lognormal(log_u: np.ndarray) -> tuple[float, float]:
     """MLE (μ, s) of a log-normal truncated to u ≥ 1, from the tail's ln u."""
     from scipy import optimize, special
+
     m = log_u.size
     sum_sq_start = float(np.std(log_u))
 
@@ -307,6 +311,7 @@ def _fit_lognormal(log_u: np.ndarray) -> tuple[float, float]:
 def _vuong(diff: np.ndarray) -> tuple[float, float]:
     """Log-likelihood ratio Σ dᵢ and Vuong's two-sided p-value for pointwise differences d."""
     from scipy import special
+
     total = float(diff.sum())
     sd = float(np.std(diff))
     if sd == 0.0:

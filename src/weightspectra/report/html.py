@@ -81,10 +81,10 @@ def esc(text: object) -> str:
 def page(title: str, body: str) -> str:
     """A complete HTML document around ``body``, with the inline CSS and sorting script."""
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-        "<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width,initial-scale=1">'
         # An empty data-URI icon: the browser asks the file system for no favicon.
-        "<link rel=\"icon\" href=\"data:,\">"
+        '<link rel="icon" href="data:,">'
         f"<title>{esc(title)}</title><style>{_CSS}</style></head>\n<body>\n{body}\n"
         f"<script>{_JS}</script>\n</body></html>\n"
     )
@@ -108,16 +108,20 @@ def table(
 ) -> str:
     """An HTML table, sortable by clicking a header (numbers sort as numbers)."""
     head = "".join(f"<th>{esc(c)}</th>" for c in columns)
-    lines = [f'<table class="ws{" sortable" if sortable else ""}" id="{esc(table_id)}">'
-             f"<thead><tr>{head}</tr></thead><tbody>"]
+    lines = [
+        f'<table class="ws{" sortable" if sortable else ""}" id="{esc(table_id)}">'
+        f"<thead><tr>{head}</tr></thead><tbody>"
+    ]
     for row in rows:
         cls = row_class(row) if row_class else ""
         cells = []
         for c in columns:
             v = row.get(c)
             num = isinstance(v, (int, float)) and not isinstance(v, bool)
-            cells.append(f'<td class="{"num " if num else ""}{esc(c)}" '
-                         f'data-v="{esc(_sort_key(v))}">{esc(fmt_value(v))}</td>')
+            cells.append(
+                f'<td class="{"num " if num else ""}{esc(c)}" '
+                f'data-v="{esc(_sort_key(v))}">{esc(fmt_value(v))}</td>'
+            )
         lines.append(f'<tr class="{esc(cls)}">{"".join(cells)}</tr>')
     lines.append("</tbody></table>")
     return "\n".join(lines)
@@ -129,8 +133,12 @@ def img(png: bytes, alt: str) -> str:
     return f'<img alt="{esc(alt)}" src="data:image/png;base64,{data}">'
 
 
-def figure_img(draw: Callable[[Axes], object], alt: str, figsize: tuple[float, float] = (6, 3.6),
-               dpi: float = DEFAULT_DPI) -> str:
+def figure_img(
+    draw: Callable[[Axes], object],
+    alt: str,
+    figsize: tuple[float, float] = (6, 3.6),
+    dpi: float = DEFAULT_DPI,
+) -> str:
     """Draw on a fresh Agg figure with ``draw(ax)`` and return it as an inline ``<img>``.
 
     Raises
@@ -177,11 +185,14 @@ READING = (
 def _summary_section(report: Report) -> str:
     s = report.summary
     low, high = alpha_band(report)
-    cards = [("analysed", s.get("num_layers", 0)), ("skipped", s.get("num_skipped", 0)),
-             ("failed", s.get("num_failed", 0)), ("fits failed", s.get("num_fit_failed", 0))]
+    cards = [
+        ("analysed", s.get("num_layers", 0)),
+        ("skipped", s.get("num_skipped", 0)),
+        ("failed", s.get("num_failed", 0)),
+        ("fits failed", s.get("num_fit_failed", 0)),
+    ]
     cards += [(k, v) for k, v in s.items() if not k.startswith("num_")]
-    body = "".join(f'<div class="card">{esc(k)}<b>{esc(fmt_value(v))}</b></div>'
-                   for k, v in cards)
+    body = "".join(f'<div class="card">{esc(k)}<b>{esc(fmt_value(v))}</b></div>' for k, v in cards)
     alpha = s.get("alpha")
     verdict = ""
     if isinstance(alpha, (int, float)):
@@ -206,21 +217,29 @@ def _glance_section(report: Report) -> str:
         warnings["none"] = unflagged
     phases: Counter[str] = Counter(dict(diag.get("phase_counts", {})))
     parts = ["<h2>At a glance</h2>"]
-    items = "".join(f"<li><b>{esc(k)}</b>: {n} layer{'s' * (n != 1)}</li>"
-                    for k, n in warnings.most_common())
+    items = "".join(
+        f"<li><b>{esc(k)}</b>: {n} layer{'s' * (n != 1)}</li>" for k, n in warnings.most_common()
+    )
     parts.append(f"<p>Warnings:</p><ul>{items}</ul>")
     if phases:
         items = "".join(f"<li><b>{esc(k)}</b>: {n}</li>" for k, n in phases.most_common())
         parts.append(f"<p>Phases of training:</p><ul>{items}</ul>")
-    flagged = [r for r in report.analysed
-               if isinstance(r.metrics.get("warning"), str) and r.metrics.get("warning")]
+    flagged = [
+        r
+        for r in report.analysed
+        if isinstance(r.metrics.get("warning"), str) and r.metrics.get("warning")
+    ]
     if flagged:
         items = "".join(
             f"<li>{esc(r.name)}: {esc(r.metrics.get('warning'))} "
-            f"(α = {esc(fmt_value(r.metrics.get('alpha')))})</li>" for r in flagged[:50])
+            f"(α = {esc(fmt_value(r.metrics.get('alpha')))})</li>"
+            for r in flagged[:50]
+        )
         more = f"<li>… and {len(flagged) - 50} more</li>" if len(flagged) > 50 else ""
-        parts.append(f"<details><summary>Layers with a warning ({len(flagged)})</summary>"
-                     f"<ul>{items}{more}</ul></details>")
+        parts.append(
+            f"<details><summary>Layers with a warning ({len(flagged)})</summary>"
+            f"<ul>{items}{more}</ul></details>"
+        )
     extra = _not_analysed(report)
     if extra:
         items = "".join(f"<li>{esc(line.strip())}</li>" for line in extra)
@@ -246,12 +265,19 @@ def _model_plots(report: Report, dpi: float) -> str:
         return ""
     figs = []
     if has_alpha:
-        figs.append(figure_img(lambda ax: plot_correlation_flow(report, ax),
-                               "correlation flow", dpi=dpi))
-        figs.append(figure_img(lambda ax: plot_alpha_histogram(report, ax),
-                               "alpha histogram", dpi=dpi))
-    figs.append(figure_img(lambda ax: plot_metric_depth(report, "log_spectral_norm", ax),
-                           "log spectral norm by depth", dpi=dpi))
+        figs.append(
+            figure_img(lambda ax: plot_correlation_flow(report, ax), "correlation flow", dpi=dpi)
+        )
+        figs.append(
+            figure_img(lambda ax: plot_alpha_histogram(report, ax), "alpha histogram", dpi=dpi)
+        )
+    figs.append(
+        figure_img(
+            lambda ax: plot_metric_depth(report, "log_spectral_norm", ax),
+            "log spectral norm by depth",
+            dpi=dpi,
+        )
+    )
     return f'<h2 id="model-plots">Model plots</h2><div class="plots">{"".join(figs)}</div>'
 
 
@@ -268,24 +294,30 @@ def _layer_plots(report: Report, dpi: float, max_layers: int | None) -> str:
     rows = report.analysed
     shown = rows if max_layers is None else rows[:max_layers]
     opened = " open" if len(rows) <= OPEN_LAYER_PLOTS else ""
-    parts = ["<h2>Layer spectra</h2><p class=\"muted\">Per layer: the ESD on log-log axes with the "
-             "fitted power law (xmin dashed); on linear axes (with the MP fit, bulk edge and "
-             "spikes when computed); the KS distance D and α for every candidate xmin (a flat, "
-             "low D near the chosen xmin means a stable fit); real vs randomised ESD when "
-             "computed.</p>"]
+    parts = [
+        '<h2>Layer spectra</h2><p class="muted">Per layer: the ESD on log-log axes with the '
+        "fitted power law (xmin dashed); on linear axes (with the MP fit, bulk edge and "
+        "spikes when computed); the KS distance D and α for every candidate xmin (a flat, "
+        "low D near the chosen xmin means a stable fit); real vs randomised ESD when "
+        "computed.</p>"
+    ]
     for k, row in enumerate(shown):
         n_panels = len(layer_panels(row))
         fig, axs = new_figure(n_panels, 1, figsize=layer_figsize(n_panels), managed=False)
         layout_layer_figure(fig)
         plot_layer(row, axs, band=alpha_band(report))
         alpha = fmt_value(row.metrics.get("alpha"))
-        parts.append(f'<details class="layer" id="layer-{k}"{opened}><summary>{esc(row.name)} '
-                     f"(α = {esc(alpha)})</summary><div class=\"plots\">"
-                     f"{img(figure_png(fig, dpi, tight=False), f'spectra of {row.name}')}"
-                     "</div></details>")
+        parts.append(
+            f'<details class="layer" id="layer-{k}"{opened}><summary>{esc(row.name)} '
+            f'(α = {esc(alpha)})</summary><div class="plots">'
+            f"{img(figure_png(fig, dpi, tight=False), f'spectra of {row.name}')}"
+            "</div></details>"
+        )
     if len(shown) < len(rows):
-        parts.append(f"<p class=\"muted\">Plots of the first {len(shown)} of {len(rows)} layers "
-                     "shown (max_layer_plots).</p>")
+        parts.append(
+            f'<p class="muted">Plots of the first {len(shown)} of {len(rows)} layers '
+            "shown (max_layer_plots).</p>"
+        )
     return "\n".join(parts)
 
 
@@ -338,7 +370,7 @@ def report_html(
         f"options {esc(', '.join(f'{k}={v}' for k, v in report.options.items()))}</p>",
         _summary_section(report),
         _glance_section(report),
-        f"<h2>Layers ({len(rows)})</h2><p class=\"muted\">Click a header to sort. α cells: "
+        f'<h2>Layers ({len(rows)})</h2><p class="muted">Click a header to sort. α cells: '
         f"green {low:g}–{high:g}, orange below {low:g}, red above {high:g}.</p>",
         '<div class="scroll">'
         + table(cols, rows, table_id="layers", row_class=_alpha_classifier(report))

@@ -23,6 +23,11 @@ class Format(str, Enum):
     MARKDOWN = "markdown"
 
 
+#: Layers whose power-law fit failed listed by name (with the cause) under the summary; the rest
+#: are counted.
+MAX_FIT_FAILURES_LISTED = 20
+
+
 def table_columns(rows: list[dict[str, Value]]) -> list[str]:
     """The terminal table's columns (:func:`weightspectra.schema.table_columns`) that these
     rows have (the identity columns always)."""
@@ -147,6 +152,11 @@ def _diagnostic_lines(report: Report) -> list[str]:
             f"{fmt_value(item['log_spectral_norm'])} against {fmt_value(item['group_median'])} "
             f"for {item['layer_type']} layers of its shape"
         )
+    failed = [r for r in report.analysed if isinstance(r.metrics.get("fit_error"), str)]
+    for r in failed[:MAX_FIT_FAILURES_LISTED]:
+        lines.append(f"No α for {r.name}: {r.metrics['fit_error']}")
+    if len(failed) > MAX_FIT_FAILURES_LISTED:
+        lines.append(f"... and {len(failed) - MAX_FIT_FAILURES_LISTED} more layers without α")
     return ["", *lines] if lines else []
 
 

@@ -19,6 +19,7 @@ import hashlib
 import io
 import json
 import os
+import socket
 import tempfile
 import zipfile
 from collections.abc import Mapping, Sequence
@@ -38,6 +39,19 @@ CACHE_FORMAT = 2
 #: Options that never change a tensor's rows (where and how fast, not what is computed).
 NON_RESULT_OPTIONS = frozenset({"workers", "parallel", "cache", "device", "layers", "exclude"})
 _SUFFIX = ".wsc.npz"
+#: This machine's name as it may appear in a file name (temporary files are swept per host).
+_HOST = "".join(c if c.isalnum() else "_" for c in socket.gethostname()) or "host"
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process ``pid`` runs on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, under another user
+    return True
 
 
 def _json_default(value: object) -> object:
@@ -79,6 +93,16 @@ class ResultCache:
             ) from exc
         if not self.folder.is_dir():
             raise OptionError(f"cache={str(folder)!r} is not a folder; pass a folder path")
+        self._sweep_orphans()
+
+    def _sweep_orphans(self) -> None:
+        """Delete temporary files left by writers of this host that no longer run (a worker
+        killed in the middle of :meth:`put` cannot clean up after itself)."""
+        prefix = f".tmp-{_HOST}-"
+        for path in self.folder.glob(f"{prefix}*{_SUFFIX}"):
+            pid = path.name[len(prefix) :].split("-", 1)[0]
+            if pid.isdigit() and not _alive(int(pid)):
+                path.unlink(missing_ok=True)
 
     def key(
         self,
@@ -145,7 +169,9 @@ class ResultCache:
             for name, array in row.arrays().items():
                 arrays[f"{name}.{i}"] = array
         np.savez(buffer, **arrays)  # type: ignore[arg-type]
-        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".tmp-", suffix=_SUFFIX)
+        # The writer's host and pid in the name let a later run remove it if we are killed.
+        prefix = f".tmp-{_HOST}-{os.getpid()}-"
+        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=prefix, suffix=_SUFFIX)
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(buffer.getbuffer())

@@ -43,8 +43,11 @@ def _require_matplotlib(purpose: str) -> None:
 
 
 def new_figure(
-    ncols: int = 1, nrows: int = 1, figsize: tuple[float, float] | None = None,
-    *, managed: bool | None = None,
+    ncols: int = 1,
+    nrows: int = 1,
+    figsize: tuple[float, float] | None = None,
+    *,
+    managed: bool | None = None,
 ) -> tuple[Figure, list[Axes]]:
     """A figure and its axes (row-major).
 

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
+
 def _quiet_log_axes(ax: Axes) -> None:
     # Minor tick labels of log axes are mathtext, slow to lay out and rarely read: left out.
     from matplotlib.ticker import NullFormatter
@@ -71,15 +72,26 @@ def plot_esd_loglog(layer: LayerResult, ax: Axes | None = None, bins: int = 60) 
     edges = np.geomspace(pos[0], pos[-1], bins + 1)
     counts, _ = np.histogram(pos, edges)
     density = counts / (pos.size * np.diff(edges))
-    ax.stairs(np.where(density > 0, density, np.nan), edges, fill=True, alpha=0.5,
-              color="tab:blue", label="ESD")
+    ax.stairs(
+        np.where(density > 0, density, np.nan),
+        edges,
+        fill=True,
+        alpha=0.5,
+        color="tab:blue",
+        label="ESD",
+    )
     alpha, xmin = _metric(layer, "alpha"), _metric(layer, "xmin")
     if alpha is not None and xmin is not None and alpha > 1.0:
         tail = pos[pos >= xmin]
         grid = np.geomspace(xmin, pos[-1], 50)
         share = tail.size / pos.size
-        ax.plot(grid, share * (alpha - 1.0) / xmin * (grid / xmin) ** (-alpha), color="tab:red",
-                lw=1.5, label=f"power law α={alpha:.2f}")
+        ax.plot(
+            grid,
+            share * (alpha - 1.0) / xmin * (grid / xmin) ** (-alpha),
+            color="tab:red",
+            lw=1.5,
+            label=f"power law α={alpha:.2f}",
+        )
         ax.axvline(xmin, color="tab:red", ls="--", lw=1, label=f"xmin={xmin:.3g}")
         d = _metric(layer, "D")
         what = f"log-log ESD, α={alpha:.2f}" + (f", D={d:.3f}" if d is not None else "")
@@ -145,16 +157,22 @@ def plot_esd_linear(layer: LayerResult, ax: Axes | None = None, bins: int = 80) 
         bulk_share = (evals.size - spikes) / evals.size
         grid = np.linspace(0.0, edge * 1.02, 400)
         density = mp_density_from_edge(grid, edge, max(layer.Q, 1.0))
-        ax.plot(grid, bulk_share * density, color="tab:red",
-                lw=1.5, label="MP fit")
+        ax.plot(grid, bulk_share * density, color="tab:red", lw=1.5, label="MP fit")
         ax.axvline(edge, color="tab:red", ls="--", lw=1, label="bulk edge λ₊")
         margin = _metric(layer, "tw_margin")
         if margin:  # in the report's eigenvalue units, like the edge
             ax.axvline(edge + margin, color="tab:red", ls=":", lw=1, label="edge + TW margin")
         if spikes:
             top = evals[-spikes:]
-            ax.plot(top, np.zeros_like(top), "v", color="tab:purple", ms=6, clip_on=False,
-                    label=f"{spikes} spikes")
+            ax.plot(
+                top,
+                np.zeros_like(top),
+                "v",
+                color="tab:purple",
+                ms=6,
+                clip_on=False,
+                label=f"{spikes} spikes",
+            )
         what = f"linear ESD, MP fit, {spikes} spikes"
     rand_max = _metric(layer, "max_rand_eval")
     if rand_max is not None:

@@ -30,6 +30,7 @@ from weightspectra.report.results import Report
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
+
 def alpha_band(report: Report) -> tuple[float, float]:
     """The α band of the analysis: (``over_trained_alpha``, ``under_trained_alpha``) as the
     user set them (2–6 by default)."""
@@ -82,7 +83,9 @@ def _type_colour(layer_type: str, order: list[str]) -> str:
 
 
 def plot_metric_depth(
-    report: Report, metric: str = "alpha", ax: Axes | None = None,
+    report: Report,
+    metric: str = "alpha",
+    ax: Axes | None = None,
     band: tuple[float, float] | None = None,
 ) -> Axes:
     """Any metric against depth (the position of the layer among analysed rows), coloured by
@@ -143,8 +146,9 @@ def plot_alpha_histogram(report: Report, ax: Axes | None = None, bins: int = 20)
     ax = _axes(ax)
     ax.axvspan(*alpha_band(report), color="tab:green", alpha=0.1)
     ax.hist(vals, bins=bins, color="tab:blue", alpha=0.7)
-    ax.axvline(float(vals.mean()), color="tab:red", ls="--", lw=1,
-               label=f"mean α={vals.mean():.2f}")
+    ax.axvline(
+        float(vals.mean()), color="tab:red", ls="--", lw=1, label=f"mean α={vals.mean():.2f}"
+    )
     ax.set_xlabel("α")
     ax.set_ylabel("layers")
     ax.legend(fontsize=7)
@@ -195,8 +199,10 @@ def plot_metric_vs_accuracy(
     x = np.asarray(values, dtype=np.float64)
     y = np.asarray(accuracies, dtype=np.float64)
     n = x.size
-    if y.size != n or (labels is not None and len(labels) != n) or (
-        groups is not None and len(groups) != n
+    if (
+        y.size != n
+        or (labels is not None and len(labels) != n)
+        or (groups is not None and len(groups) != n)
     ):
         raise InputError(
             f"values, accuracies, labels and groups must have one entry per model; got "
@@ -247,8 +253,10 @@ def save_report_plots(report: Report, directory: str | Path, dpi: float = 100) -
     written: list[Path] = []
     has_alpha = any(_metric(r, "alpha") is not None for r in report.analysed)
     if has_alpha:
-        for name, draw in (("correlation_flow", plot_correlation_flow),
-                           ("alpha_hist", plot_alpha_histogram)):
+        for name, draw in (
+            ("correlation_flow", plot_correlation_flow),
+            ("alpha_hist", plot_alpha_histogram),
+        ):
             fig, (ax,) = new_figure(figsize=(6, 3.5), managed=False)
             draw(report, ax)
             written.append(save_figure(fig, out_dir / f"model_{name}.png", dpi))
