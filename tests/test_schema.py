@@ -273,3 +273,32 @@ def test_no_import_cycle_in_the_package() -> None:
     for node in sorted(graph):
         if node not in state:
             visit(node)
+
+
+def _all_imports(path: Path) -> set[str]:
+    """Every module named by an import anywhere in ``path`` (functions included)."""
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            out.add(node.module)
+            out.update(f"{node.module}.{a.name}" for a in node.names)
+        elif isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+    return out
+
+
+@pytest.mark.parametrize(
+    ("package", "forbidden"),
+    [
+        ("report", ("weightspectra.metrics", "weightspectra.analysis")),
+        ("core", ("weightspectra.metrics", "weightspectra.report", "weightspectra.sources",
+                  "weightspectra.options")),
+        ("sources", ("weightspectra.metrics", "weightspectra.report", "weightspectra.analysis")),
+    ],
+)  # fmt: skip
+def test_layers_import_only_downstream_of_the_pipeline(
+    package: str, forbidden: tuple[str, ...]
+) -> None:
+    for path in (PACKAGE / package).rglob("*.py"):
+        bad = sorted(m for m in _all_imports(path) if m.startswith(forbidden))
+        assert not bad, f"{path.relative_to(PACKAGE)} imports {bad}"

@@ -45,6 +45,13 @@ def _details_columns() -> tuple[str, ...]:
     return tuple(cols)
 
 
+#: The power-law fit's numeric columns among the peer's (NaN in ``details`` when a fit failed).
+_FIT_NUMBERS = tuple(
+    c.name
+    for c in schema.columns()
+    if c.group is schema.Group.FIT and c.dtype is not str and c.peer is not None
+)
+
 #: Columns of ``details``, in the peer's order (extra columns of ours follow them); derived
 #: from the ``peer`` positions of :mod:`weightspectra.schema`.
 DETAILS_COLUMNS = _details_columns()
@@ -180,16 +187,7 @@ def _peer_row(row: LayerResult, ids: Mapping[str, int]) -> dict[str, Any]:
     metrics = {k: v for k, v in row.metrics.items() if k not in _NOT_DETAILS}
     alpha = metrics.get("alpha")
     fitted = isinstance(alpha, (int, float)) and math.isfinite(alpha)
-    for col in (
-        "alpha",
-        "alpha_weighted",
-        "log_alpha_norm",
-        "xmin",
-        "xmax",
-        "D",
-        "sigma",
-        "num_pl_spikes",
-    ):
+    for col in _FIT_NUMBERS:  # the peer shows NaN where a fit failed, never an empty cell
         if metrics.get(col) is None:
             metrics[col] = math.nan
     out.update(metrics)

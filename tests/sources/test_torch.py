@@ -245,7 +245,9 @@ def test_gpt_oss_experts_without_flags_are_interleaved() -> None:
 
 
 def _tiny_transformers_models() -> dict[str, nn.Module]:
-    transformers = pytest.importorskip("transformers", reason="transformers is not a dependency")
+    transformers = pytest.importorskip(
+        "transformers", reason="transformers is not installed (it is in the dev extra)"
+    )
     small = {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2}
     small |= {"num_key_value_heads": 1, "vocab_size": 64}
     configs = {

@@ -33,33 +33,6 @@ WEAK_RANK_TOLERANCE = 1e-6
 #: convolutions go down to 1e-10 (CRAFT's backbone).
 EXACT_RANK_SV_RATIO = 1e-6
 
-#: Metric columns in report order (the identity and status columns come first, elsewhere).
-NORM_COLUMNS = (
-    "lambda_max",
-    "sv_max",
-    "sv_min",
-    "norm",
-    "log_norm",
-    "spectral_norm",
-    "log_spectral_norm",
-    "stable_rank",
-    "matrix_rank",
-    "rank_loss",
-    "weak_rank_loss",
-    "entropy",
-)
-FIT_COLUMNS = (
-    "alpha",
-    "alpha_weighted",
-    "log_alpha_norm",
-    "xmin",
-    "xmax",
-    "D",
-    "sigma",
-    "num_pl_spikes",
-    "num_fit_evals",
-)
-
 
 def matrix_rank(evals: np.ndarray, N: int, M: int, *, exact: bool) -> int:
     """Number of nonzero singular values.
@@ -152,7 +125,8 @@ def norm_metrics(evals: np.ndarray, N: int, M: int, *, exact: bool) -> dict[str,
     Returns
     -------
     dict
-        Every column of :data:`NORM_COLUMNS`. Logs of a zero norm are −inf, never an error.
+        The norm-group columns of :mod:`weightspectra.schema`. Logs of a zero norm are −inf,
+        never an error.
     """
     lam_max = float(evals[-1])
     total = float(evals.sum())
@@ -166,7 +140,7 @@ def norm_metrics(evals: np.ndarray, N: int, M: int, *, exact: bool) -> dict[str,
         "stable_rank": total / lam_max if lam_max > 0.0 else math.nan,
     }
     out.update(rank_metrics(evals, N, exact=exact))
-    return {name: out[name] for name in NORM_COLUMNS}
+    return out
 
 
 def needs_exact_ranks(evals: np.ndarray, N: int) -> bool:
@@ -297,7 +271,7 @@ def fit_metrics(evals: np.ndarray, fit: PowerLawFit) -> dict[str, float | int]:
     Returns
     -------
     dict
-        Every column of :data:`FIT_COLUMNS`.
+        The fit-group columns of :mod:`weightspectra.schema` (``fit_error`` aside).
     """
     lam_max = float(evals[-1])
     return {

@@ -161,7 +161,7 @@ class LayerResult:
             "status": self.status.value,
             "reason": self.reason,
         }
-        out.update(self.metrics)
+        out.update((k, self.metrics[k]) for k in schema.ordered(self.metrics))
         return out
 
     def arrays(self) -> dict[str, np.ndarray]:
