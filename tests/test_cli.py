@@ -143,3 +143,41 @@ def test_cli_workers_give_the_serial_numbers(tmp_path: Path, parallel: str) -> N
     b = json.loads((tmp_path / "b.json").read_text())
     assert b["options"]["parallel"] == parallel and b["options"]["workers"] == 2
     assert [r["metrics"] for r in a["layers"]] == [r["metrics"] for r in b["layers"]]
+
+
+def test_every_option_has_a_flag_and_reaches_the_options() -> None:
+    from dataclasses import fields
+
+    from weightspectra.cli import _options, build_parser
+    from weightspectra.options import Options
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    analyze_help = sub.choices["analyze"].format_help()  # type: ignore[attr-defined]
+    for f in fields(Options):
+        flag = ("--no-" if f.default is True else "--") + f.name.replace("_", "-")
+        flag = "--split-qkv" if f.name == "split_fused_qkv" else flag
+        assert flag in analyze_help, f"Options.{f.name} has no CLI flag {flag}"
+    args = parser.parse_args(
+        ["analyze", "m.safetensors", "--over-trained-alpha", "1.5", "--no-detx", "--layers",
+         "dense,3", "--bootstrap-method", "tail", "--collapse-min-group", "4"]
+    )  # fmt: skip
+    opts = _options(args)
+    assert opts == Options(
+        over_trained_alpha=1.5, detx=False, layers=("dense", 3), bootstrap_method="tail",
+        collapse_min_group=4,
+    )  # fmt: skip
+    plan = parser.parse_args(["describe", "m.safetensors", "--no-pool"])
+    assert _options(plan) == Options(pool=False)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["describe", "m.safetensors", "--randomize"])  # computes nothing
+
+
+def test_a_threshold_flag_changes_the_verdict(model_file: Path) -> None:
+    code, default, _ = cli("analyze", str(model_file), "--format", "csv")
+    assert code == EXIT_OK
+    code, strict, _ = cli(
+        "analyze", str(model_file), "--format", "csv", "--over-trained-alpha", "5.9"
+    )
+    assert code == EXIT_OK
+    assert strict.count("over-trained") > default.count("over-trained")

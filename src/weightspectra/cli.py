@@ -173,17 +173,21 @@ def _run_compare(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> in
     return EXIT_OK
 
 
-#: Group titles of the option flags in ``--help``.
-_ANALYSIS_GROUP = "analysis options (each is an Options field; docs/metrics.md)"
+#: Metavars of the option flags by kind.
+_METAVAR = {"int": "N", "float": "X", "str": "DIR", "selector": "SEL"}
 
 
 def add_option_flags(parser: argparse.ArgumentParser, *, describe: bool) -> None:
     """One flag per analysis option, built from :func:`weightspectra.options.option_specs`
-    (``describe`` keeps only those that change the plan)."""
-    group = parser.add_argument_group(_ANALYSIS_GROUP)
+    (``describe`` keeps only those that change the plan), grouped as the options declare."""
+    groups: dict[str, argparse._ArgumentGroup] = {}
     for spec in option_specs():
         if describe and not spec.describe:
             continue
+        title = f"{spec.group} options" if spec.group == "analysis" else spec.group
+        if title not in groups:
+            groups[title] = parser.add_argument_group(title)
+        group = groups[title]
         dest = f"opt_{spec.name}"
         if spec.kind == "bool":
             action = "store_false" if spec.default else "store_true"
@@ -191,27 +195,23 @@ def add_option_flags(parser: argparse.ArgumentParser, *, describe: bool) -> None
                 spec.flag, dest=dest, action=action, default=spec.default, help=spec.help
             )
         elif spec.kind == "selector":
-            group.add_argument(spec.flag, dest=dest, action="append", metavar="SEL", help=spec.help)
+            group.add_argument(
+                spec.flag, dest=dest, action="append", metavar=_METAVAR["selector"],
+                help=spec.help,
+            )  # fmt: skip
         elif spec.kind == "enum":
             group.add_argument(
-                spec.flag,
-                dest=dest,
-                default=spec.default,
-                choices=list(spec.choices),
+                spec.flag, dest=dest, default=spec.default, choices=list(spec.choices),
                 help=spec.help,
-            )
+            )  # fmt: skip
         else:
             kind: type = {"int": int, "float": float, "str": str}[spec.kind]
             shown = "" if spec.default is None else f" (default: {spec.default})"
             help_text = spec.help if "default" in spec.help else spec.help + shown
             group.add_argument(
-                spec.flag,
-                dest=dest,
-                type=kind,
-                default=spec.default,
-                metavar=spec.name.upper() if kind is str else None,
-                help=help_text,
-            )
+                spec.flag, dest=dest, type=kind, default=spec.default,
+                metavar=_METAVAR[spec.kind], help=help_text,
+            )  # fmt: skip
 
 
 def _options(args: argparse.Namespace) -> Options:

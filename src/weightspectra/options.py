@@ -65,6 +65,8 @@ class OptionSpec:
         Valid values of an enum option.
     describe : bool
         Also offered by ``weightspectra describe`` (options that change the plan).
+    group : str
+        The group it is listed in by ``--help``.
     """
 
     name: str
@@ -74,6 +76,11 @@ class OptionSpec:
     default: Any
     choices: tuple[str, ...] = ()
     describe: bool = False
+    group: str = "analysis"
+
+
+#: Group of the random-matrix diagnostics' options (shown apart in ``--help``).
+_DIAG = "random-matrix diagnostics (docs/diagnostics.md)"
 
 
 def _meta(
@@ -83,9 +90,17 @@ def _meta(
     flag: str = "",
     enum: type[Enum] | None = None,
     describe: bool = False,
+    group: str = "analysis",
 ) -> dict[str, Any]:
     """The metadata of an :class:`Options` field: its help and how the CLI offers it."""
-    return {"help": help, "kind": kind, "flag": flag, "enum": enum, "describe": describe}
+    return {
+        "help": help,
+        "kind": kind,
+        "flag": flag,
+        "enum": enum,
+        "describe": describe,
+        "group": group,
+    }
 
 
 def _check(ok: bool, name: str, expected: str, value: object) -> None:
@@ -314,54 +329,72 @@ class Options:
         ),
     )
     mp_fit: bool = field(
-        default=True, metadata=_meta("skip the Marchenko–Pastur fit and the phases", kind="bool")
+        default=True,
+        metadata=_meta("skip the Marchenko–Pastur fit and the phases", kind="bool", group=_DIAG),
     )
     tw_multiplier: float = field(
         default=TW_MULTIPLIER,
-        metadata=_meta("spikes lie above λ₊ + this × the Tracy–Widom scale", kind="float"),
+        metadata=_meta(
+            "spikes lie above λ₊ + this × the Tracy–Widom scale", kind="float", group=_DIAG
+        ),
     )
     mp_max_ks: float = field(
-        default=0.05, metadata=_meta("largest KS distance of an MP bulk that fits", kind="float")
+        default=0.05,
+        metadata=_meta("largest KS distance of an MP bulk that fits", kind="float", group=_DIAG),
     )
     spike_rel_gap: float = field(
         default=0.1,
         metadata=_meta(
-            "eigenvalues above λ₊·(1 + this) are spikes, not bleeding-out", kind="float"
+            "eigenvalues above λ₊·(1 + this) are spikes, not bleeding-out",
+            kind="float",
+            group=_DIAG,
         ),
     )
     bulk_decay_share: float = field(
         default=0.05,
-        metadata=_meta("share beyond the MP edge from which the phase is bulk-decay", kind="float"),
+        metadata=_meta(
+            "share beyond the MP edge from which the phase is bulk-decay", kind="float", group=_DIAG
+        ),
     )
     heavy_share: float = field(
         default=0.10,
         metadata=_meta(
-            "share beyond the MP edge from which the phase may be heavy-tailed", kind="float"
+            "share beyond the MP edge from which the phase may be heavy-tailed",
+            kind="float",
+            group=_DIAG,
         ),
     )
     rank_collapse_share: float = field(
         default=0.10,
         metadata=_meta(
-            "share of zero eigenvalues from which the phase is rank-collapse", kind="float"
+            "share of zero eigenvalues from which the phase is rank-collapse",
+            kind="float",
+            group=_DIAG,
         ),
     )
     heavy_alpha_max: float = field(
-        default=6.0, metadata=_meta("largest α of a heavy-tailed phase", kind="float")
+        default=6.0, metadata=_meta("largest α of a heavy-tailed phase", kind="float", group=_DIAG)
     )
     over_trained_alpha: float = field(
         default=2.0,
-        metadata=_meta("α below this is flagged over-trained (and coloured so)", kind="float"),
+        metadata=_meta(
+            "α below this is flagged over-trained (and coloured so)", kind="float", group=_DIAG
+        ),
     )
     under_trained_alpha: float = field(
         default=6.0,
-        metadata=_meta("α above this is flagged under-trained (and coloured so)", kind="float"),
+        metadata=_meta(
+            "α above this is flagged under-trained (and coloured so)", kind="float", group=_DIAG
+        ),
     )
     spurious_alpha: float = field(
-        default=8.0, metadata=_meta("α above this is a spurious fit", kind="float")
+        default=8.0, metadata=_meta("α above this is a spurious fit", kind="float", group=_DIAG)
     )
     min_tail: int | None = field(
         default=None,
-        metadata=_meta("fits with a shorter tail are spurious (default 10)", kind="int"),
+        metadata=_meta(
+            "fits with a shorter tail are spurious (default 10)", kind="int", group=_DIAG
+        ),
     )
     randomize: bool = field(
         default=False,
@@ -369,36 +402,43 @@ class Options:
             "shuffle each matrix (seeded) to find correlation traps; one more eigenvalue "
             "computation per layer",
             kind="bool",
+            group=_DIAG,
         ),
     )
     seed: int = field(
-        default=0, metadata=_meta("seed of every random step (default 0)", kind="int")
+        default=0, metadata=_meta("seed of every random step (default 0)", kind="int", group=_DIAG)
     )
     bootstrap: int = field(
         default=0,
         metadata=_meta(
             "B bootstrap refits for an α interval (default 0: off; costs B fits per layer)",
             kind="int",
+            group=_DIAG,
         ),
     )
     bootstrap_method: BootstrapMethod = field(
         default=BootstrapMethod.FULL,
-        metadata=_meta("resampling scheme of the bootstrap", kind="enum", enum=BootstrapMethod),
+        metadata=_meta(
+            "resampling scheme of the bootstrap", kind="enum", group=_DIAG, enum=BootstrapMethod
+        ),
     )
     ci_level: float = field(
-        default=CI_LEVEL, metadata=_meta("coverage of the bootstrap interval", kind="float")
+        default=CI_LEVEL,
+        metadata=_meta("coverage of the bootstrap interval", kind="float", group=_DIAG),
     )
     fingers: bool = field(
         default=False,
-        metadata=_meta("try removing outlying top eigenvalues (fingers)", kind="bool"),
+        metadata=_meta("try removing outlying top eigenvalues (fingers)", kind="bool", group=_DIAG),
     )
     max_fingers: int = field(
         default=MAX_FINGERS,
-        metadata=_meta("most top eigenvalues the fingers fix tries", kind="int"),
+        metadata=_meta("most top eigenvalues the fingers fix tries", kind="int", group=_DIAG),
     )
     fingers_alpha_drop: float = field(
         default=FINGERS_ALPHA_DROP,
-        metadata=_meta("α decrease that makes a fingers removal worthwhile", kind="float"),
+        metadata=_meta(
+            "α decrease that makes a fingers removal worthwhile", kind="float", group=_DIAG
+        ),
     )
     compare_fits: bool = field(
         default=False,
@@ -406,26 +446,36 @@ class Options:
             "likelihood-ratio tests of the power law against exponential, log-normal and "
             "truncated power law",
             kind="bool",
+            group=_DIAG,
         ),
     )
     p_threshold: float = field(
-        default=P_THRESHOLD, metadata=_meta("significance level of the comparisons", kind="float")
+        default=P_THRESHOLD,
+        metadata=_meta("significance level of the comparisons", kind="float", group=_DIAG),
     )
-    detx: bool = field(default=True, metadata=_meta("skip the detX / ERG columns", kind="bool"))
+    detx: bool = field(
+        default=True, metadata=_meta("skip the detX / ERG columns", kind="bool", group=_DIAG)
+    )
     collapse_z: float = field(
         default=3.5,
         metadata=_meta(
-            "robust z-score below which a layer's spectral norm is collapsed", kind="float"
+            "robust z-score below which a layer's spectral norm is collapsed",
+            kind="float",
+            group=_DIAG,
         ),
     )
     collapse_decades: float = field(
         default=0.5,
-        metadata=_meta("decades below its group's median a collapsed layer must lie", kind="float"),
+        metadata=_meta(
+            "decades below its group's median a collapsed layer must lie", kind="float", group=_DIAG
+        ),
     )
     collapse_min_group: int = field(
         default=3,
         metadata=_meta(
-            "smallest group of same-shaped layers judged for scale collapse", kind="int"
+            "smallest group of same-shaped layers judged for scale collapse",
+            kind="int",
+            group=_DIAG,
         ),
     )
 
@@ -590,6 +640,7 @@ def _spec(f: Field[Any]) -> OptionSpec:
         default=default.value if isinstance(default, Enum) else default,
         choices=tuple(str(m.value) for m in enum) if enum is not None else (),
         describe=meta["describe"],
+        group=meta["group"],
     )
 
 
