@@ -302,3 +302,24 @@ def test_layers_import_only_downstream_of_the_pipeline(
     for path in (PACKAGE / package).rglob("*.py"):
         bad = sorted(m for m in _all_imports(path) if m.startswith(forbidden))
         assert not bad, f"{path.relative_to(PACKAGE)} imports {bad}"
+
+
+def test_quantization_of_the_source_reaches_the_rows() -> None:
+    from weightspectra.enums import LayerType
+    from weightspectra.sources import Source, TensorEntry
+
+    w = np.random.default_rng(2).standard_normal((48, 24))
+    entry = TensorEntry(
+        key="q.weight", shape=w.shape, dtype="float64", load=lambda: w,
+        layer_type=LayerType.DENSE, quantization="Q8_0",
+    )  # fmt: skip
+    plain = TensorEntry(
+        key="p.weight", shape=w.shape, dtype="float64", load=lambda: w,
+        layer_type=LayerType.DENSE,
+    )  # fmt: skip
+    report = ws.analyze(Source("hand-built", (entry, plain)))
+    assert report["q"].quantization == "Q8_0" and report["q"].row()["quantization"] == "Q8_0"
+    assert "quantization" not in report["p"].row()  # only rows of quantised tensors carry it
+    assert LayerResult.from_dict(report["q"].to_dict()).quantization == "Q8_0"
+    header = render(report, "csv").splitlines()[0].split(",")
+    assert "quantization" in header

@@ -156,6 +156,7 @@ def _base_row(
         status=status,
         reason=reason,
         reason_code=code,
+        quantization=tp.entry.quantization,
         shape=tp.entry.shape,
         N=group.N if group else (max(tp.entry.shape[-2:]) if len(tp.entry.shape) >= 2 else 0),
         M=group.M if group else (min(tp.entry.shape[-2:]) if len(tp.entry.shape) >= 2 else 0),

@@ -29,6 +29,7 @@ class Group(str, Enum):
     """What a column describes."""
 
     IDENTITY = "identity"  # which matrix the row is, and what happened to it
+    SOURCE = "source"  # how the source stored it (present only when it says something)
     NORM = "norm"  # norms, ranks and entropy of the whole ESD
     FIT = "fit"  # the power-law fit of the tail and the metrics built on α
     DIAGNOSTIC = "diagnostic"  # random-matrix diagnostics (MP fit, phases, traps, ...)
@@ -126,6 +127,14 @@ BUILTIN_COLUMNS: tuple[Column, ...] = (
     ),
     _c("status", "ok, skipped, failed or planned", _I, str),
     _c("reason", "why the row is skipped or failed ('' when ok)", _I, str),
+    _c(
+        "quantization",
+        "how the source stored a quantised tensor (Q4_K, gptq-4bit-g128, ...); the ESD is of "
+        "its dequantised weights. Only in rows of quantised tensors",
+        Group.SOURCE,
+        str,
+        html=True,
+    ),
     _c("lambda_max", "largest eigenvalue λ_max = σ_max²", _N, peer=16),
     _c("sv_max", "largest singular value", _N, peer=19),
     _c("sv_min", "smallest singular value of the whole ESD", _N, peer=20),

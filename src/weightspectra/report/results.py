@@ -107,6 +107,9 @@ class LayerResult:
     rand_evals : ndarray, optional
         The ESD of the entry-shuffled matrix (ascending, read-only, same units), when the
         analysis ran with ``randomize=True``.
+    quantization : str
+        How the source stored the tensor when it is quantised ('' otherwise); its ESD is of the
+        dequantised weights.
     """
 
     layer_id: int
@@ -124,6 +127,7 @@ class LayerResult:
     metrics: Mapping[str, Value] = field(default_factory=dict)
     evals: np.ndarray | None = field(default=None, repr=False, compare=False)
     rand_evals: np.ndarray | None = field(default=None, repr=False, compare=False)
+    quantization: str = ""
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -161,6 +165,8 @@ class LayerResult:
             "status": self.status.value,
             "reason": self.reason,
         }
+        if self.quantization:
+            out["quantization"] = self.quantization
         out.update((k, self.metrics[k]) for k in schema.ordered(self.metrics))
         return out
 
@@ -222,6 +228,7 @@ _DECODE: dict[str, Callable[[Any], Any]] = {
     "rf": int,
     "num_evals": int,
     "metrics": decode_metrics,
+    "quantization": str,
 }
 
 

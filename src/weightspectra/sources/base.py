@@ -48,6 +48,10 @@ class TensorEntry:
         weight (analysed as the effective weight instead), else the plain unknown-type code.
     gate_up : GateUpSplit, optional
         For fused MoE ``gate_up_proj`` experts: where each expert's gate and up halves lie.
+    quantization : str, default ""
+        How the source stores a quantised tensor (``"Q4_K"``, ``"gptq-4bit-g128"``, ...): the
+        loader returns the dequantised weights, and each row of the tensor says this in its
+        ``quantization`` column. Empty for unquantised tensors.
     tied_to : str, optional
         Key of the first tensor sharing this one's storage (tied weights are analysed once).
     prefetch_hook, release_hook : callable, optional
@@ -63,6 +67,7 @@ class TensorEntry:
     type_reason: str = ""
     type_code: Reason = Reason.NONE
     gate_up: GateUpSplit | None = None
+    quantization: str = ""
     tied_to: str | None = None
     prefetch_hook: Callable[[], None] | None = None
     release_hook: Callable[[], None] | None = None
