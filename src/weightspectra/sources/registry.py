@@ -14,22 +14,26 @@ from dataclasses import dataclass
 from weightspectra.errors import OptionError, UnsupportedInputError
 from weightspectra.sources.arrays import NpzFile, NumpyArrays
 from weightspectra.sources.base import Source, SourceAdapter
+from weightspectra.sources.flax import FlaxMsgpackFile, FlaxPytree
+from weightspectra.sources.gguf import GgufFile
+from weightspectra.sources.keras import KerasSource
 from weightspectra.sources.naming import type_entries
+from weightspectra.sources.onnx import OnnxFile
+from weightspectra.sources.quantized import QuantizedSafetensors
 from weightspectra.sources.safetensors import SafetensorsFile, SafetensorsFolder
 from weightspectra.sources.torch import TorchFile, TorchFolder, TorchModule, TorchStateDict
 
 #: What :func:`~weightspectra.sources.open_model` accepts, for error messages.
 ACCEPTED = (
-    "an nn.Module, a state dict, a dict of numpy arrays, or a path to a .safetensors file, "
-    "a .pt/.pth/.bin state-dict file, a .npz file, or a folder of (sharded) safetensors or "
-    "pytorch_model*.bin files"
+    "an nn.Module, a state dict, a dict of numpy arrays, a pytree of numpy/jax arrays (Flax "
+    "params), or a path to a .safetensors file (GPTQ/AWQ quantised ones too), a Flax .msgpack "
+    "checkpoint, an .onnx model (external data beside it), a Keras model, .keras archive, "
+    ".weights.h5 or legacy .h5 file, "
+    "a .pt/.pth/.bin state-dict file, a .gguf (llama.cpp) file, a .npz file, or a folder of "
+    "(sharded) safetensors or pytorch_model*.bin files"
 )
 #: Formats recognised by suffix but not read yet: the message names them and the way round.
 NOT_YET = {
-    ".onnx": "ONNX",
-    ".gguf": "GGUF",
-    ".h5": "Keras/HDF5",
-    ".keras": "Keras",
     ".tflite": "TFLite",
 }
 
@@ -68,7 +72,7 @@ class Registry:
     --------
     >>> registry = Registry(BUILTIN_ADAPTERS)
     >>> registry.names()[:3]
-    ('source', 'torch-module', 'numpy-dict')
+    ('source', 'keras', 'torch-module')
     """
 
     def __init__(self, adapters: Iterable[SourceAdapter] = ()) -> None:
@@ -146,12 +150,18 @@ class Registry:
 #: weightspectra's own adapters, in lookup order (the first that can open a model wins).
 BUILTIN_ADAPTERS: tuple[SourceAdapter, ...] = (
     OpenedSource(),
+    KerasSource(),
     TorchModule(),
     NumpyArrays(),
+    FlaxPytree(),
     TorchStateDict(),
     NpzFile(),
+    QuantizedSafetensors(),
     SafetensorsFile(),
+    OnnxFile(),
+    FlaxMsgpackFile(),
     SafetensorsFolder(),
+    GgufFile(),
     TorchFolder(),
     TorchFile(),
 )

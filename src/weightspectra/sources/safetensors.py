@@ -12,6 +12,7 @@ Where ``ml_dtypes`` is missing, bfloat16 is widened to float32 in chunks instead
 from __future__ import annotations
 
 import json
+import math
 import mmap
 import struct
 from collections.abc import Callable
@@ -100,17 +101,21 @@ def read_header(path: Path) -> tuple[dict[str, Any], int]:
 def _check_info(path: Path, name: str, info: Any, data_bytes: int) -> None:
     try:
         dtype = info["dtype"]
+        if not isinstance(dtype, str):
+            raise TypeError(f"dtype {dtype!r} is not a string")
         shape = [int(s) for s in info["shape"]]
         begin, end = (int(o) for o in info["data_offsets"])
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
         raise CorruptFileError(
-            f"{path}: header entry {name!r} lacks dtype/shape/data_offsets; the file is corrupt"
+            f"{path}: header entry {name!r} lacks dtype/shape/data_offsets or has invalid ones "
+            f"({type(exc).__name__}: {exc}); the file is corrupt"
         ) from exc
     if dtype not in _DTYPES:
         return  # reported as an unsupported dtype when listed, not an error for the whole file
     itemsize = np.dtype(_DTYPES[dtype][1]).itemsize
-    expected = int(np.prod(shape, dtype=np.int64)) * itemsize
-    if end - begin != expected or begin < 0 or end > data_bytes:
+    # Python integers: a lying shape can neither overflow nor wrap the byte count.
+    expected = math.prod(shape) * itemsize
+    if min(shape, default=0) < 0 or end - begin != expected or begin < 0 or end > data_bytes:
         raise CorruptFileError(
             f"{path}: tensor {name!r} {dtype}{shape} needs {expected} bytes at "
             f"[{begin}, {end}) but the data section has {data_bytes} bytes; the file is "

@@ -13,7 +13,9 @@ from the parametrisation. State dicts and files are typed by key naming
 from __future__ import annotations
 
 import json
+import math
 import pickle
+import struct
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -357,16 +359,46 @@ def unwrap_state_dict(obj: Mapping[str, Any], description: str) -> Mapping[str, 
 
 def _state_entries(state: Mapping[str, Any], description: str) -> list[TensorEntry]:
     tensors = unwrap_state_dict(state, description)
-    return [
-        TensorEntry(
-            key=str(key),
-            shape=tuple(int(s) for s in value.shape),
-            dtype=_dtype_name(value),
-            load=_tensor_loader(value),
+    entries = []
+    for key, value in tensors.items():
+        if not is_tensor(value):
+            continue
+        _check_fits_storage(str(key), value, description)
+        entries.append(
+            TensorEntry(
+                key=str(key),
+                shape=tuple(int(s) for s in value.shape),
+                dtype=_dtype_name(value),
+                load=_tensor_loader(value),
+            )
         )
-        for key, value in tensors.items()
-        if is_tensor(value)
-    ]
+    return entries
+
+
+def _check_fits_storage(key: str, tensor: Any, description: str) -> None:
+    """Refuse a tensor whose shape its stored bytes cannot hold (a corrupt or crafted file).
+
+    Raises
+    ------
+    CorruptFileError
+        If a dimension is negative, the element count leaves int64, or the storage holds fewer
+        bytes than the tensor's elements need (zero strides included: such a tensor would be
+        materialised at its full size).
+    """
+    shape = [int(d) for d in tensor.shape]
+    size = tensor.element_size()
+    needed = math.prod(shape) * size
+    span = math.prod(max(d, 1) for d in shape) * size
+    try:
+        stored = int(tensor.untyped_storage().nbytes())
+    except (RuntimeError, AttributeError):  # a tensor without storage (meta, sparse...)
+        stored = needed
+    if min(shape, default=0) < 0 or span >= 2**63 or stored < needed:
+        raise CorruptFileError(
+            f"{description}: tensor {key!r} of shape {tuple(shape)} needs {needed} bytes but its "
+            f"storage holds {stored}; the file is corrupt (re-save it with "
+            "torch.save(model.state_dict(), ...) or as .safetensors)"
+        )
 
 
 def open_state_dict(
@@ -413,7 +445,19 @@ def load_file(path: Path) -> Mapping[str, Any]:
             "torch.save(m.state_dict() if hasattr(m, 'state_dict') else m, 'weights.pt') "
             "or save it as .safetensors"
         ) from exc
-    except (RuntimeError, EOFError, ValueError, OSError) as exc:
+    except (
+        RuntimeError,
+        EOFError,
+        ValueError,
+        OSError,
+        # what torch's weights-only unpickler raises on a corrupt pickle (found by fuzzing)
+        IndexError,
+        KeyError,
+        TypeError,
+        AttributeError,
+        AssertionError,
+        struct.error,
+    ) as exc:
         detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise CorruptFileError(
             f"{path}: not a readable PyTorch file ({detail}); the file is truncated or of "
