@@ -356,6 +356,26 @@ def test_minilm_q8_0_rows_equal_the_rows_of_its_dequantised_weights(
     assert {r.quantization for r in got.layers if r.status is Status.OK} == {"Q8_0"}
 
 
+def test_compare_shows_how_alpha_moves_under_quantisation(
+    minilm: dict[str, np.ndarray], minilm_path: Path, tmp_path: Path
+) -> None:
+    path, held = minilm_as_gguf(minilm, tmp_path / "minilm-q8_0.gguf", Q.Q8_0)
+    cmp = weightspectra.compare([minilm_path, path])
+    assert len(cmp.models) == 2
+    full, quant = (m.metrics for m in cmp.models)
+    # independently: the mean α over the rows of each model's own analysis
+    for metrics, model in ((full, minilm_path), (quant, held)):
+        alphas = [
+            r.metrics["alpha"]
+            for r in weightspectra.analyze(model).layers
+            if r.status is Status.OK and isinstance(r.metrics.get("alpha"), float)
+        ]
+        assert metrics["alpha"] == pytest.approx(float(np.mean(alphas)), rel=1e-12)
+    assert full["alpha"] != quant["alpha"]  # quantisation moves the spectra (a little)
+    assert abs(full["alpha"] - quant["alpha"]) < 0.05 * full["alpha"]
+    assert "alpha" in cmp.render("table")
+
+
 # --- the command line ---------------------------------------------------------------------
 
 
