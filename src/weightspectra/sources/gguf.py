@@ -20,7 +20,6 @@ memory-mapped, without a copy. A type it cannot dequantise is a skipped row nami
 
 from __future__ import annotations
 
-import mmap
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from weightspectra.enums import LayerType
 from weightspectra.errors import CorruptFileError, UnsupportedInputError
 from weightspectra.sources.base import Source, TensorEntry, as_path
 from weightspectra.sources.gguf_header import TensorInfo, check_header
+from weightspectra.sources.mapped import DONTNEED, WILLNEED, MappedFile
 
 #: Rows are dequantised in slices of about this many float32 bytes (bounds the temporaries).
 DEQUANT_CHUNK_BYTES = 16 * 2**20
@@ -92,38 +92,8 @@ def _order_key(key: str, index: int) -> tuple[int, int, int]:
     return 2, 0, index
 
 
-class _MappedFile:
-    """A lazily opened read-only memory map of the file, shared by its tensors."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._map: mmap.mmap | None = None
-
-    def buffer(self) -> mmap.mmap:
-        if self._map is None:
-            with self.path.open("rb") as fh:
-                self._map = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
-        return self._map
-
-    def advise(self, option: int | None, begin: int, end: int) -> None:
-        """``madvise`` the whole pages inside bytes [begin, end) (no-op where unsupported)."""
-        if option is None or self._map is None or not hasattr(self._map, "madvise"):
-            return
-        page = mmap.PAGESIZE
-        if option == _DONTNEED:  # only pages wholly inside: a neighbour may still be in use
-            lo, hi = -(-begin // page) * page, end // page * page
-        else:
-            lo, hi = begin // page * page, min(end, len(self._map))
-        if hi > lo:
-            self._map.madvise(option, lo, hi - lo)
-
-
-_WILLNEED: int | None = getattr(mmap, "MADV_WILLNEED", None)
-_DONTNEED: int | None = getattr(mmap, "MADV_DONTNEED", None)
-
-
 def _loader(
-    mapped: _MappedFile, info: TensorInfo, qtype: Any, dequantize: Callable[..., np.ndarray]
+    mapped: MappedFile, info: TensorInfo, qtype: Any, dequantize: Callable[..., np.ndarray]
 ) -> Callable[[], np.ndarray]:
     shape = tuple(reversed(info.dims))
     row_len = info.dims[0] if info.dims else 1
@@ -146,21 +116,21 @@ def _loader(
             else:
                 out[lo:hi] = dequantize(part, qtype).reshape(hi - lo, row_len)
             begin = info.offset + lo * row_bytes
-            mapped.advise(_DONTNEED, begin, begin + (hi - lo) * row_bytes)
+            mapped.advise(DONTNEED, begin, begin + (hi - lo) * row_bytes)
         return out.reshape(shape)
 
     return load
 
 
-def _hooks(mapped: _MappedFile, info: TensorInfo) -> tuple[Callable[[], None], Callable[[], None]]:
+def _hooks(mapped: MappedFile, info: TensorInfo) -> tuple[Callable[[], None], Callable[[], None]]:
     begin, end = info.offset, info.offset + info.n_bytes
 
     def prefetch() -> None:
         mapped.buffer()
-        mapped.advise(_WILLNEED, begin, end)
+        mapped.advise(WILLNEED, begin, end)
 
     def release() -> None:
-        mapped.advise(_DONTNEED, begin, end)
+        mapped.advise(DONTNEED, begin, end)
 
     return prefetch, release
 
@@ -202,7 +172,7 @@ def open_file(path: Path) -> Source:
         ) from exc
     read = {t.name: (t.tensor_type, int(t.data_offset)) for t in reader.tensors}
     del reader  # the header is all we need of it; the data is mapped by our own map
-    mapped = _MappedFile(path)
+    mapped = MappedFile(path)
     supported: dict[str, bool] = {}
     entries: list[TensorEntry] = []
     infos = sorted(enumerate(header.tensors), key=lambda p: _order_key(p[1].name, p[0]))

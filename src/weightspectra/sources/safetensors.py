@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import mmap
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ try:  # a numpy dtype for bfloat16 (a dependency; guarded so a broken install st
 except ImportError:  # pragma: no cover - exercised by monkeypatching in the tests
     _BFLOAT16 = None
 from weightspectra.sources.base import Source, TensorEntry, as_path, in_model_order, merge_files
+from weightspectra.sources.mapped import DONTNEED, WILLNEED, MappedFile
 from weightspectra.sources.naming import interleaved_gate_up_beside, type_entries
 
 #: A header longer than this is not a real safetensors header (the format caps it at 100 MB).
@@ -123,54 +123,22 @@ def _check_info(path: Path, name: str, info: Any, data_bytes: int) -> None:
         )
 
 
-class _MappedFile:
-    """A lazily opened read-only memory map of one file, shared by its tensors."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._map: mmap.mmap | None = None
-
-    def buffer(self) -> mmap.mmap:
-        if self._map is None:
-            with self.path.open("rb") as fh:
-                self._map = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
-        return self._map
-
-    def advise(self, option: int | None, begin: int, end: int) -> None:
-        """``madvise`` the whole pages inside bytes [begin, end) (no-op where unsupported).
-
-        Read-only shared file pages: dropping them (``MADV_DONTNEED``) only unmaps them from
-        this process; a later access reads them again from the page cache or the file.
-        """
-        if option is None or self._map is None or not hasattr(self._map, "madvise"):
-            return
-        page = mmap.PAGESIZE
-        lo = -(-begin // page) * page if option == _DONTNEED else begin // page * page
-        hi = min(end, len(self._map)) if option != _DONTNEED else end // page * page
-        if hi > lo:
-            self._map.madvise(option, lo, hi - lo)
-
-
-_WILLNEED: int | None = getattr(mmap, "MADV_WILLNEED", None)
-_DONTNEED: int | None = getattr(mmap, "MADV_DONTNEED", None)
-
-
 def _hooks(
-    mapped: _MappedFile, data_start: int, info: dict[str, Any]
+    mapped: MappedFile, data_start: int, info: dict[str, Any]
 ) -> tuple[Callable[[], None], Callable[[], None]]:
     begin, end = (data_start + int(o) for o in info["data_offsets"])
 
     def prefetch() -> None:
         mapped.buffer()
-        mapped.advise(_WILLNEED, begin, end)
+        mapped.advise(WILLNEED, begin, end)
 
     def release() -> None:
-        mapped.advise(_DONTNEED, begin, end)
+        mapped.advise(DONTNEED, begin, end)
 
     return prefetch, release
 
 
-def _loader(mapped: _MappedFile, data_start: int, info: dict[str, Any]) -> Callable[[], np.ndarray]:
+def _loader(mapped: MappedFile, data_start: int, info: dict[str, Any]) -> Callable[[], np.ndarray]:
     dtype = info["dtype"]
     storage = np.dtype(_DTYPES[dtype][1])
     shape = tuple(int(s) for s in info["shape"])
@@ -192,7 +160,7 @@ def _loader(mapped: _MappedFile, data_start: int, info: dict[str, Any]) -> Calla
             bits[lo:hi] = raw[lo:hi]
             bits[lo:hi] <<= 16
             start = data_start + begin
-            mapped.advise(_DONTNEED, start + lo * storage.itemsize, start + hi * storage.itemsize)
+            mapped.advise(DONTNEED, start + lo * storage.itemsize, start + hi * storage.itemsize)
         return out.reshape(shape)
 
     return load
@@ -200,7 +168,7 @@ def _loader(mapped: _MappedFile, data_start: int, info: dict[str, Any]) -> Calla
 
 def _file_entries(path: Path, names: list[str] | None = None) -> list[TensorEntry]:
     header, data_start = read_header(path)
-    mapped = _MappedFile(path)
+    mapped = MappedFile(path)
     keys = in_model_order(header) if names is None else names
     out = []
     for key in keys:
