@@ -323,3 +323,15 @@ def test_quantization_of_the_source_reaches_the_rows() -> None:
     assert LayerResult.from_dict(report["q"].to_dict()).quantization == "Q8_0"
     header = render(report, "csv").splitlines()[0].split(",")
     assert "quantization" in header
+
+
+def test_public_compare_is_the_function_whatever_was_imported_first() -> None:
+    # The function shares its name with its subpackage; importing the subpackage first (as the
+    # CLI does) must not turn ``weightspectra.compare`` into the module.
+    code = (
+        "import weightspectra.compare\n"
+        "import weightspectra as ws\n"
+        "from weightspectra.compare import compare\n"
+        "assert ws.compare is compare and callable(ws.compare), ws.compare\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

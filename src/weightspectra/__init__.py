@@ -11,6 +11,8 @@ one subpackage, such as :mod:`weightspectra.core.eigen`) imports nothing it does
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import TYPE_CHECKING, Any
 
 from weightspectra._version import __version__
@@ -43,7 +45,6 @@ _LAZY = {
     "analyze": "weightspectra.analysis",
     "describe": "weightspectra.analysis",
     "Comparison": "weightspectra.compare",
-    "compare": "weightspectra.compare",
     "Options": "weightspectra.options",
     "LayerResult": "weightspectra.report.results",
     "Report": "weightspectra.report.results",
@@ -62,6 +63,28 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(__all__)
+
+
+class _Package(types.ModuleType):
+    """This package's module type: ``weightspectra.compare`` is the function, always.
+
+    The function shares its name with the subpackage that defines it, and the import system
+    binds a subpackage to its parent's attribute when the subpackage is first imported (which
+    may happen before anyone asks for ``weightspectra.compare``). A property on the module's
+    type wins over that binding, so the public name stays the function, as an eager import in
+    this file would leave it.
+    """
+
+    @property
+    def compare(self) -> Any:
+        return importlib.import_module("weightspectra.compare").compare
+
+    @compare.setter
+    def compare(self, value: object) -> None:
+        pass  # the import system binding the subpackage: the function stays the public name
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 __all__ = [
