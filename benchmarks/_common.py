@@ -71,6 +71,30 @@ def peak_rss_bytes() -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
+#: The start of a child script that measures one analysis: ``status()`` reads this process's
+#: resident and peak memory (bytes), ``base`` is the resident memory before the analysis, and
+#: ``progress`` (a ``ws.analyze`` callback) records ``marks``: (tensor, seconds since the last).
+MEASURED_CHILD = r"""
+import json, sys, time
+import weightspectra as ws
+from pathlib import Path
+def status():
+    out = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(("VmHWM", "VmRSS")):
+            out[line.split(":")[0]] = int(line.split()[1]) * 1024
+    return out
+base = status()["VmRSS"]
+marks = []
+start = time.perf_counter()
+last = [start]
+def progress(p):
+    now = time.perf_counter()
+    marks.append((p.name, now - last[0]))
+    last[0] = now
+"""
+
+
 def run_json(code: str, *args: str, timeout: float = 3600) -> dict[str, Any]:
     """Run ``code`` in a fresh Python process (same pinned env); its last stdout line is JSON."""
     out = subprocess.run(

@@ -20,30 +20,16 @@ import argparse  # noqa: E402
 import re  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-CHILD = r"""
-import json, sys, time
-import weightspectra as ws
-from pathlib import Path
-def status():
-    out = {}
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(("VmHWM", "VmRSS")):
-            out[line.split(":")[0]] = int(line.split()[1]) * 1024
-    return out
-base = status()["VmRSS"]
-marks = []
-start = time.perf_counter()
-last = [start]
-def progress(p):
-    now = time.perf_counter()
-    marks.append((p.name, now - last[0]))
-    last[0] = now
+CHILD = (
+    _common.MEASURED_CHILD
+    + r"""
 report = ws.analyze(sys.argv[1], workers=int(sys.argv[2]), precision=sys.argv[3],
                     progress=progress)
 print(json.dumps({"total": time.perf_counter() - start, "marks": marks,
                   "peak": status()["VmHWM"], "base": base, "analysed": len(report.analysed),
                   "torch": "torch" in sys.modules}))
 """
+)
 
 #: How each format names a tensor's block, its embeddings and its head.
 PATTERNS = {

@@ -23,24 +23,9 @@ import json  # noqa: E402
 import re  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-OURS_CHILD = r"""
-import json, sys, time
-import weightspectra as ws
-from pathlib import Path
-def status():
-    out = {}
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(("VmHWM", "VmRSS")):
-            out[line.split(":")[0]] = int(line.split()[1]) * 1024
-    return out
-base = status()["VmRSS"]
-marks = []
-start = time.perf_counter()
-last = [start]
-def progress(p):
-    now = time.perf_counter()
-    marks.append((p.name, now - last[0]))
-    last[0] = now
+OURS_CHILD = (
+    _common.MEASURED_CHILD
+    + r"""
 part = sys.argv[3] if len(sys.argv) > 3 else "all"
 select = {"all": {}, "blocks": {"layers": [r"\.layers\."]},
           "ends": {"exclude": [r"\.layers\."]}}[part]
@@ -53,6 +38,7 @@ print(json.dumps({"total": total, "marks": marks, "peak": status()["VmHWM"],
                   "base": base, "analysed": len(report.analysed),
                   "alpha": {r.name: r.metrics["alpha"] for r in report.analysed}}))
 """
+)
 
 PEER_NAMES = {"q": "self_attn.q_proj", "gate": "mlp.gate_proj", "down": "mlp.down_proj"}
 

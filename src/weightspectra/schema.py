@@ -349,6 +349,11 @@ def columns() -> tuple[Column, ...]:
     return BUILTIN_COLUMNS + tuple(r.column for r in _EXTRA.values())
 
 
+def find(name: str) -> Column | None:
+    """The column called ``name``, or ``None`` if there is none."""
+    return _BY_NAME.get(name) or (_EXTRA[name].column if name in _EXTRA else None)
+
+
 def column(name: str) -> Column:
     """The column called ``name``.
 
@@ -357,7 +362,7 @@ def column(name: str) -> Column:
     KeyError
         If there is none (the message lists the valid names).
     """
-    found = _BY_NAME.get(name) or (_EXTRA[name].column if name in _EXTRA else None)
+    found = find(name)
     if found is None:
         raise KeyError(f"no report column {name!r}; columns are {', '.join(names())}")
     return found
@@ -464,6 +469,7 @@ __all__ = [
     "Value",
     "column",
     "columns",
+    "find",
     "fingerprint",
     "html_columns",
     "markdown_table",

@@ -35,17 +35,13 @@ def table_columns(rows: list[dict[str, Value]]) -> list[str]:
 
 
 def _header(name: str) -> str:
-    try:
-        return schema.column(name).header
-    except KeyError:
-        return name
+    col = schema.find(name)
+    return col.header if col is not None else name
 
 
 def _is_left(name: str) -> bool:
-    try:
-        return schema.column(name).left
-    except KeyError:
-        return False
+    col = schema.find(name)
+    return col is not None and col.left
 
 
 def fmt_value(value: Value) -> str:

@@ -57,11 +57,8 @@ def decode_metrics(data: Mapping[str, Any]) -> dict[str, Value]:
     out: dict[str, Value] = {}
     for key, value in data.items():
         if isinstance(value, str) and value in _NON_FINITE:
-            try:
-                is_text = schema.column(key).dtype is str
-            except KeyError:
-                is_text = False
-            out[key] = value if is_text else _NON_FINITE[value]
+            col = schema.find(key)
+            out[key] = value if col is not None and col.dtype is str else _NON_FINITE[value]
         else:
             out[key] = value
     return out
