@@ -121,6 +121,47 @@ def test_cli_import_stays_light() -> None:
     assert out.stdout.strip() == ""
 
 
+_RUN_AND_LIST = """
+import json, struct, sys, time
+from pathlib import Path
+import numpy as np
+path, code = Path(sys.argv[1]), sys.argv[2]
+raw = np.random.default_rng(0).standard_normal((300, 120)).astype("<f4")
+if code == "BF16":
+    raw = (raw.view("<u4") >> 16).astype("<u2")
+header = {"fc.weight": {"dtype": code, "shape": [300, 120], "data_offsets": [0, raw.nbytes]}}
+blob = json.dumps(header).encode()
+path.write_bytes(struct.pack("<Q", len(blob)) + blob + raw.tobytes())
+start = time.perf_counter()
+import weightspectra.cli
+seconds = time.perf_counter() - start
+report = __import__("weightspectra").analyze(path)
+assert len(report.analysed) == 1, report.layers
+heavy = ("scipy", "ml_dtypes", "torch", "pandas", "matplotlib", "threadpoolctl", "gguf", "onnx")
+print(json.dumps({"seconds": seconds,
+                  "loaded": sorted({m.split(".")[0] for m in sys.modules} & set(heavy))}))
+"""
+
+
+@pytest.mark.parametrize(("code", "expected"), [("F32", []), ("BF16", ["ml_dtypes"])])
+def test_a_safetensors_run_imports_only_what_its_tensors_need(
+    tmp_path: Path, code: str, expected: list[str]
+) -> None:
+    """A float32 checkpoint never imports ml_dtypes (0.4-1.6 s), scipy or torch; a bfloat16 one
+    imports ml_dtypes, the control that the check sees imports at all. The CLI's own import,
+    after numpy, is timed with a ceiling loose enough for a loaded 2-core machine (0.1-0.4 s
+    measured; ml_dtypes alone used to add 0.4-1.6 s)."""
+    out = subprocess.run(
+        [sys.executable, "-c", _RUN_AND_LIST, str(tmp_path / "m.safetensors"), code],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    found = json.loads(out.stdout)
+    assert found["loaded"] == expected
+    assert found["seconds"] < 1.5
+
+
 @pytest.mark.parametrize("parallel", ["processes", "threads"])
 def test_cli_workers_give_the_serial_numbers(tmp_path: Path, parallel: str) -> None:
     rng = np.random.default_rng(5)

@@ -14,6 +14,8 @@ import pytest
 
 import weightspectra as ws
 import weightspectra.sources.safetensors as st_source
+from weightspectra.enums import LayerType, Reason, Status
+from weightspectra.sources import Source, TensorEntry
 
 MB = 2**20
 PROC_STATUS = Path("/proc/self/status")
@@ -87,7 +89,7 @@ def test_16bit_tensors_load_exactly_and_analyse_like_float32(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: str, ml_dtypes: bool, loaded_as: str
 ) -> None:
     if not ml_dtypes:  # the fallback: widened to float32 chunk by chunk
-        monkeypatch.setattr(st_source, "_BFLOAT16", None)
+        monkeypatch.setattr(st_source, "bfloat16_dtype", lambda: None)
         monkeypatch.setattr(st_source, "CONVERT_CHUNK", 1000)  # many chunks, a ragged last one
     elif code == "BF16":
         pytest.importorskip("ml_dtypes")
@@ -122,6 +124,105 @@ def test_bfloat16_blocked_gram_equals_float32_input(
         assert ours.name == ref.name == again.name
         np.testing.assert_equal(dict(ours.metrics), dict(ref.metrics))
         np.testing.assert_equal(dict(again.metrics), dict(ref.metrics))
+
+
+# --- tensors a source reads by rows (TensorEntry.load_rows) ------------------------------------
+
+
+def _row_source(
+    arrays: dict[str, np.ndarray], reads: list[tuple[str, int, int]], *, load_works: bool
+) -> Source:
+    """A source whose entries stream by rows; ``load`` fails unless ``load_works``."""
+
+    def entry(key: str, array: np.ndarray) -> TensorEntry:
+        def load() -> np.ndarray:
+            if not load_works:
+                raise RuntimeError("whole load refused by the test")
+            return array
+
+        def load_rows(lo: int, hi: int) -> np.ndarray:
+            reads.append((key, lo, hi))
+            return array[lo:hi]
+
+        return TensorEntry(key, array.shape, "float32", load, LayerType.DENSE, load_rows=load_rows)
+
+    return Source("rows", tuple(entry(k, a) for k, a in arrays.items()))
+
+
+@pytest.fixture
+def streaming_threshold(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stream every matrix over 32 KiB (float32), in several reads and syrk blocks."""
+    from weightspectra import analysis
+    from weightspectra.core import eigen
+
+    monkeypatch.setattr(analysis, "GRAM_BLOCKED_ABOVE_BYTES", 32 * 1024)
+    monkeypatch.setattr(eigen, "GRAM_BLOCKED_ABOVE_BYTES", 32 * 1024)
+    monkeypatch.setattr(eigen, "GRAM_BLOCK_BYTES", 16 * 1024)
+    monkeypatch.setattr(eigen, "STREAM_READ_BYTES", 64 * 1024)
+
+
+@pytest.mark.usefixtures("streaming_threshold")
+def test_a_large_tall_matrix_is_streamed_never_loaded_whole(tmp_path: Path) -> None:
+    rng = np.random.default_rng(7)
+    arrays = {
+        "big.weight": rng.standard_t(3, (2000, 40)).astype(np.float32),  # 320 KB: streamed
+        "wide.weight": rng.standard_normal((40, 2000)).astype(np.float32),  # wide: loaded
+        "small.weight": rng.standard_normal((60, 30)).astype(np.float32),  # small: loaded
+    }
+    reads: list[tuple[str, int, int]] = []
+    report = ws.analyze(_row_source(arrays, reads, load_works=False))
+    by_name = {r.name: r for r in report.layers}
+    assert by_name["big"].status is Status.OK, by_name["big"].reason
+    # the others needed a whole load, which this source refuses: proof of which path ran
+    assert by_name["wide"].reason_code is Reason.READ_ERROR
+    assert by_name["small"].reason_code is Reason.READ_ERROR
+    assert {k for k, _, _ in reads} == {"big.weight"} and len(reads) > 1
+    reference = ws.analyze({"big.weight": arrays["big.weight"]}).analysed[0]
+    np.testing.assert_equal(dict(by_name["big"].metrics), dict(reference.metrics))  # same sum
+    evals = np.sort(np.linalg.svd(arrays["big.weight"].astype(np.float64), compute_uv=False) ** 2)
+    assert by_name["big"].evals is not None
+    np.testing.assert_allclose(by_name["big"].evals, evals, rtol=1e-10)
+
+
+@pytest.mark.usefixtures("streaming_threshold")
+def test_streaming_is_off_where_the_whole_matrix_is_needed() -> None:
+    w = np.random.default_rng(8).standard_normal((2000, 40)).astype(np.float32)
+    for options in ({"randomize": True}, {"eig_method": "svd"}):
+        reads: list[tuple[str, int, int]] = []
+        report = ws.analyze(_row_source({"big.weight": w}, reads, load_works=True), **options)
+        assert reads == [] and report.layers[0].status is Status.OK, options
+
+
+@pytest.mark.usefixtures("streaming_threshold")
+def test_a_streamed_rank_deficient_matrix_gets_its_exact_ranks_from_a_whole_load() -> None:
+    rng = np.random.default_rng(9)
+    columns = rng.standard_normal((2000, 12)).astype(np.float32)
+    w = columns[:, np.arange(40) % 12]  # 40 columns, 12 distinct: rank 12 exactly, in float32
+    reads: list[tuple[str, int, int]] = []
+    row = ws.analyze(_row_source({"low.weight": w}, reads, load_works=True)).layers[0]
+    assert reads and row.status is Status.OK
+    assert row.metrics["matrix_rank"] == np.linalg.matrix_rank(w.astype(np.float64)) == 12
+
+
+@pytest.mark.usefixtures("streaming_threshold")
+def test_a_streamed_tensor_has_the_cache_key_of_the_whole_tensor(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from weightspectra import analysis
+
+    w = np.random.default_rng(10).standard_normal((2000, 40)).astype(np.float32)
+    reads: list[tuple[str, int, int]] = []
+    first = ws.analyze(_row_source({"big.weight": w}, reads, load_works=False), cache=tmp_path)
+    assert first.layers[0].status is Status.OK and reads
+    monkeypatch.setattr(analysis, "GRAM_BLOCKED_ABOVE_BYTES", 2**40)  # now loaded whole...
+
+    def no_compute(*args: object, **kwargs: object) -> np.ndarray:
+        raise AssertionError("recomputed instead of served from the cache")
+
+    monkeypatch.setattr(analysis, "layer_eigenvalues", no_compute)
+    again = ws.analyze(_row_source({"big.weight": w}, [], load_works=True), cache=tmp_path)
+    assert again.layers[0].status is Status.OK, again.layers[0].reason  # ...and served
+    np.testing.assert_equal(dict(again.layers[0].metrics), dict(first.layers[0].metrics))
 
 
 _CHILD = """

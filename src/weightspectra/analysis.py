@@ -17,9 +17,16 @@ import numpy as np
 
 from weightspectra._version import __version__
 from weightspectra.backends import Backend, resolve_backend, torch_threads_kept
-from weightspectra.core.eigen import layer_eigenvalues, shuffled_entries
+from weightspectra.core.eigen import (
+    GRAM_BLOCKED_ABOVE_BYTES,
+    RowReader,
+    layer_eigenvalues,
+    shuffled_entries,
+    streamed_layer_eigenvalues,
+    streamed_row_chunks,
+)
 from weightspectra.core.layers import GroupPlan, plan_groups
-from weightspectra.enums import Reason, Status
+from weightspectra.enums import EigenMethod, Reason, Status
 from weightspectra.errors import LayerError, OptionError
 from weightspectra.metrics.model_diagnostics import model_diagnostics
 from weightspectra.metrics.spectrum import internal_error_reason, spectrum_metrics
@@ -192,15 +199,30 @@ def analyze_tensor(
     if all(code is not Reason.NONE for code, _ in reasons):
         pairs = zip(tp.groups, reasons, strict=True)
         return [_base_row(tp, g, Status.SKIPPED, r, c) for g, (c, r) in pairs]
-    try:
-        tensor = tp.entry.load()
-    except Exception as exc:
-        why = f"could not read the tensor: {exc}"
-        return [_base_row(tp, g, Status.FAILED, why, Reason.READ_ERROR) for g in tp.groups]
+    read_rows = _row_reader(tp, options, backend)
+    tensor: np.ndarray | None = None
+    if read_rows is None:
+        try:
+            tensor = tp.entry.load()
+        except Exception as exc:
+            why = f"could not read the tensor: {exc}"
+            return [_base_row(tp, g, Status.FAILED, why, Reason.READ_ERROR) for g in tp.groups]
     cache_key = None
     if cache is not None:
         identity = {"key": tp.entry.key, "layer_id": tp.layer_id, "type": tp.layer_type.value}
-        cache_key = cache.key(tensor, identity, options.to_dict(), backend.name)
+        try:
+            if read_rows is None:
+                assert tensor is not None
+                cache_key = cache.key(tensor, identity, options.to_dict(), backend.name)
+            else:  # the same key as the whole tensor's, from its rows in order
+                shape = tp.entry.shape
+                in_order = streamed_row_chunks(read_rows, (shape[0], shape[1]))
+                cache_key = cache.streamed_key(
+                    in_order, shape, identity, options.to_dict(), backend.name
+                )
+        except Exception as exc:
+            why = f"could not read the tensor: {exc}"
+            return [_base_row(tp, g, Status.FAILED, why, Reason.READ_ERROR) for g in tp.groups]
         stored = cache.get(cache_key)
         if stored is not None:
             del tensor
@@ -213,23 +235,8 @@ def analyze_tensor(
             continue
         base = _base_row(tp, group, Status.OK)
         what = f"layer {base.name} {tp.entry.shape} {tp.entry.dtype}"
-        eigenvalues = partial(
-            layer_eigenvalues,
-            method=options.eig_method,
-            precision=options.precision,
-            eig_scale=group.eig_scale,
-            normalize_by=group.N if options.normalize else None,
-            what=what,
-            engine=backend.engine,
-        )
         try:
-            evals = eigenvalues(group.take(tensor))
-            # The shuffled matrix goes through the same engine, precision and scaling.
-            rand = (
-                eigenvalues(shuffled_entries(group.take(tensor), options.seed))
-                if options.randomize
-                else None
-            )
+            evals, rand = _group_spectra(tp, group, tensor, read_rows, options, backend, what)
         except LayerError as exc:
             rows.append(_base_row(tp, group, Status.FAILED, str(exc), Reason.BAD_VALUES))
             continue
@@ -241,7 +248,8 @@ def analyze_tensor(
             why = internal_error_reason(exc, what)
             rows.append(_base_row(tp, group, Status.FAILED, why, Reason.INTERNAL))
             continue
-        matrix = partial(group.take, tensor)  # read for exact ranks only, within this step
+        # read for exact ranks only, within this step (a streamed tensor is loaded whole then)
+        matrix = partial(group.take, tensor) if tensor is not None else _whole(tp.entry, group)
         try:
             metrics = spectrum_metrics(
                 evals,
@@ -263,6 +271,75 @@ def analyze_tensor(
     if cache is not None and cache_key is not None:
         cache.put(cache_key, rows)
     return rows
+
+
+def _row_reader(tp: TensorPlan, options: Options, backend: Backend) -> RowReader | None:
+    """The entry's row reader when its one matrix is better streamed into its Gram matrix
+    than loaded whole: a tall 2-D tensor whose float32 copy exceeds
+    :data:`~weightspectra.core.eigen.GRAM_BLOCKED_ABOVE_BYTES`, analysed by the Gram method
+    without a shuffled copy, on a host backend that names its solver. Else ``None``."""
+    entry = tp.entry
+    if entry.load_rows is None or backend.solver is None or len(entry.shape) != 2:
+        return None
+    if options.eig_method is not EigenMethod.GRAM or options.randomize or len(tp.groups) != 1:
+        return None
+    rows, cols = entry.shape
+    group = tp.groups[0]
+    if group.suffix or group.count != 1 or (group.rows, group.cols) != (rows, cols):
+        return None
+    if rows < cols or rows * cols * 4 <= GRAM_BLOCKED_ABOVE_BYTES:
+        return None
+    return entry.load_rows
+
+
+def _group_spectra(
+    tp: TensorPlan,
+    group: GroupPlan,
+    tensor: np.ndarray | None,
+    read_rows: RowReader | None,
+    options: Options,
+    backend: Backend,
+    what: str,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """One group's eigenvalues and, with ``randomize``, those of its shuffled matrix."""
+    normalize_by = group.N if options.normalize else None
+    if tensor is None:
+        assert read_rows is not None and backend.solver is not None  # by _row_reader
+        shape = (group.rows, group.cols)
+        evals = streamed_layer_eigenvalues(
+            read_rows,
+            shape,
+            precision=options.precision,
+            eig_scale=group.eig_scale,
+            normalize_by=normalize_by,
+            what=what,
+            solver=backend.solver,
+        )
+        return evals, None
+    eigenvalues = partial(
+        layer_eigenvalues,
+        method=options.eig_method,
+        precision=options.precision,
+        eig_scale=group.eig_scale,
+        normalize_by=normalize_by,
+        what=what,
+        engine=backend.engine,
+    )
+    evals = eigenvalues(group.take(tensor))
+    # The shuffled matrix goes through the same engine, precision and scaling.
+    rand = (
+        eigenvalues(shuffled_entries(group.take(tensor), options.seed))
+        if options.randomize
+        else None
+    )
+    return evals, rand
+
+
+def _whole(entry: TensorEntry, group: GroupPlan) -> Callable[[], np.ndarray]:
+    def take() -> np.ndarray:
+        return group.take(entry.load())
+
+    return take
 
 
 def _with(row: LayerResult, **changes: Any) -> LayerResult:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 import pytest
 from scipy.stats import ortho_group
 
+from weightspectra.core import eigen
 from weightspectra.core.eigen import gram_eigenvalues, layer_eigenvalues, svd_eigenvalues
 from weightspectra.errors import LayerError, NumericalWarning
 from weightspectra.options import EigenMethod, Precision
@@ -103,3 +106,94 @@ def test_rank_deficient_roundoff_is_clipped_with_warning(rng: np.random.Generato
 def test_stack_must_be_3d(rng: np.random.Generator) -> None:
     with pytest.raises(ValueError, match=r"\(k, rows, cols\) stack"):
         layer_eigenvalues(rng.standard_normal((5, 5)))
+
+
+# --- matrices read row block by row block -----------------------------------------------------
+
+
+def _recording_reader(w: np.ndarray, calls: list[tuple[int, int]]) -> Callable:
+    def read(lo: int, hi: int) -> np.ndarray:
+        calls.append((lo, hi))
+        return w[lo:hi]
+
+    return read
+
+
+@pytest.mark.parametrize("shape", [(300, 11), (1000, 64), (64, 64), (257, 3)])
+def test_streamed_gram_matches_full_svd_and_reads_each_row_once(
+    rng: np.random.Generator, shape: tuple[int, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(eigen, "GRAM_BLOCK_BYTES", 8 * 64 * 5)  # a few rows per syrk block
+    monkeypatch.setattr(eigen, "STREAM_READ_BYTES", 4 * 64 * 37)  # several reads
+    w = rng.standard_normal(shape).astype(np.float32)
+    calls: list[tuple[int, int]] = []
+    ours = eigen.streamed_gram_eigenvalues(_recording_reader(w, calls), shape)
+    ref = naive_evals(w)
+    np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-12 * ref[-1])
+    # consecutive, non-overlapping reads that cover every row exactly once
+    assert calls[0][0] == 0 and calls[-1][1] == shape[0]
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(calls))
+    assert len(calls) > 1 or shape[0] * shape[1] * 4 <= eigen.STREAM_READ_BYTES
+
+
+def test_streamed_gram_is_the_blocked_gram_term_for_term(
+    rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The streamed path sums the same blocks as the whole matrix's blocked path: equal bits."""
+    monkeypatch.setattr(eigen, "GRAM_BLOCKED_ABOVE_BYTES", 1024)
+    monkeypatch.setattr(eigen, "GRAM_BLOCK_BYTES", 8 * 48 * 7)
+    monkeypatch.setattr(eigen, "STREAM_READ_BYTES", 4 * 48 * 30)  # not a multiple of 7 rows
+    w = rng.standard_normal((500, 48)).astype(np.float32)
+    whole = gram_eigenvalues(w)  # float32 input, float64 Gram: the blocked path
+    streamed = eigen.streamed_gram_eigenvalues(lambda lo, hi: w[lo:hi], w.shape)
+    np.testing.assert_array_equal(streamed, whole)
+
+
+def test_streamed_float32_precision_close_to_float64(rng: np.random.Generator) -> None:
+    w = rng.standard_normal((400, 30)).astype(np.float32)
+    f32 = eigen.streamed_gram_eigenvalues(lambda lo, hi: w[lo:hi], w.shape, Precision.FLOAT32)
+    ref = naive_evals(w)
+    np.testing.assert_allclose(f32, ref, rtol=1e-4)
+
+
+def test_streamed_layer_eigenvalues_scale_and_normalize_like_the_stack_path(
+    rng: np.random.Generator,
+) -> None:
+    w = rng.standard_normal((120, 40))
+    got = eigen.streamed_layer_eigenvalues(
+        lambda lo, hi: w[lo:hi], w.shape, eig_scale=0.5, normalize_by=120
+    )
+    ref = naive_evals(w) * 0.5 / 120
+    np.testing.assert_allclose(got, ref, rtol=1e-12)
+
+
+def test_streamed_bad_values_are_counted_across_blocks(
+    rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(eigen, "STREAM_READ_BYTES", 4 * 10 * 16)  # 16-row reads
+    w = rng.standard_normal((100, 10))
+    w[3, 1] = w[50, 2] = np.nan
+    w[99, 9] = np.inf
+    with pytest.raises(LayerError, match="2 NaN and 1 infinite values out of 1000"):
+        eigen.streamed_layer_eigenvalues(lambda lo, hi: w[lo:hi], w.shape, what="layer x")
+
+
+def test_streamed_overflow_names_the_type() -> None:
+    w = np.full((40, 4), 1e30, dtype=np.float32)
+    with pytest.raises(LayerError, match="overflows float32"):
+        eigen.streamed_gram_eigenvalues(lambda lo, hi: w[lo:hi], w.shape, Precision.FLOAT32)
+
+
+def test_streamed_zero_matrix_is_a_layer_error() -> None:
+    w = np.zeros((50, 5))
+    with pytest.raises(LayerError, match="all zeros"):
+        eigen.streamed_layer_eigenvalues(lambda lo, hi: w[lo:hi], w.shape)
+
+
+def test_streamed_needs_a_tall_matrix_and_honest_reads(rng: np.random.Generator) -> None:
+    w = rng.standard_normal((10, 30))
+    with pytest.raises(ValueError, match="tall"):
+        eigen.streamed_gram_eigenvalues(lambda lo, hi: w[lo:hi], w.shape)
+    t = w.T
+    with pytest.raises(LayerError, match="a bug in the source adapter"):
+        eigen.streamed_gram_eigenvalues(lambda lo, hi: t[lo : hi + 1, :-1], t.shape)

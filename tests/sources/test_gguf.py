@@ -204,6 +204,53 @@ def test_quantised_rows_equal_rows_of_the_dequantised_weights(
     assert_rows_close(got, ref, 0.0)
 
 
+@pytest.mark.parametrize("qtype", [Q.Q4_K, Q.Q8_0, Q.F16], ids=lambda q: q.name)
+def test_rows_read_by_load_rows_are_those_of_load(
+    qtype: Q, tmp_path: Path, rng: np.random.Generator
+) -> None:
+    if qtype is Q.F16:
+        array, raw = rng.standard_normal((40, 256)).astype(np.float16), None
+    else:
+        array, raw = random_blocks(qtype, (40, 256), rng), qtype
+    path = write_gguf(tmp_path / "m.gguf", {"token_embd.weight": (array, raw)})
+    (entry,) = open_model(path, registry=REGISTRY).entries
+    assert entry.load_rows is not None
+    whole = entry.load()
+    parts = [entry.load_rows(lo, min(lo + 7, 40)) for lo in range(0, 40, 7)]
+    assert all(p.dtype == np.float32 for p in parts)
+    np.testing.assert_array_equal(np.concatenate(parts), whole)
+
+
+def test_a_large_quantised_embedding_is_dequantised_into_its_gram_matrix(
+    tmp_path: Path, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tall matrix over the threshold is streamed (never one float32 array) and its row
+    equals, bit for bit, the row of its dequantised weights analysed whole."""
+    from weightspectra import analysis
+    from weightspectra.core import eigen
+
+    for module in (analysis, eigen):
+        monkeypatch.setattr(module, "GRAM_BLOCKED_ABOVE_BYTES", 256 * 1024)
+    monkeypatch.setattr(eigen, "STREAM_READ_BYTES", 64 * 1024)
+    blocks = random_blocks(Q.Q4_K, (1200, 256), rng)  # 1.2 MB of float32
+    path = write_gguf(tmp_path / "m.gguf", {"token_embd.weight": (blocks, Q.Q4_K)})
+    streamed: list[tuple[int, int]] = []
+    real = analysis.streamed_layer_eigenvalues
+
+    def recording(
+        read_rows: Callable[[int, int], np.ndarray], shape: tuple[int, int], **kw: object
+    ) -> np.ndarray:
+        streamed.append(shape)
+        return real(read_rows, shape, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(analysis, "streamed_layer_eigenvalues", recording)
+    (got,) = weightspectra.analyze(path).layers
+    assert streamed == [(1200, 256)]
+    (ref,) = weightspectra.analyze({"token_embd.weight": dequantize(blocks, Q.Q4_K)}).layers
+    assert got.quantization == "Q4_K" and got.layer_type == LayerType.EMBEDDING.value
+    assert_rows_close(got, ref, 0.0, check_type=False)
+
+
 def test_a_type_gguf_cannot_dequantise_is_a_skipped_row_naming_it(
     tmp_path: Path, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -23,7 +23,12 @@ from functools import partial
 
 import numpy as np
 
-from weightspectra.core.eigen import SpectrumEngine, lapack_eigvalsh, numpy_spectra
+from weightspectra.core.eigen import (
+    SpectrumEngine,
+    SymmetricSolver,
+    lapack_eigvalsh,
+    numpy_spectra,
+)
 from weightspectra.enums import Device
 from weightspectra.errors import OptionError
 
@@ -46,11 +51,18 @@ class Backend:
     on_host : bool
         Whether spectra are computed in this process's memory (False for a GPU: such a backend
         is shared by threads, never forked into worker processes).
+    solver : SymmetricSolver or None
+        For host backends whose Gram matrices numpy forms: the solver that diagonalises them,
+        so that a tensor its source reads row by row (``TensorEntry.load_rows``) can be summed
+        into its Gram matrix block by block
+        (:func:`~weightspectra.core.eigen.streamed_layer_eigenvalues`). ``None``: every tensor
+        is loaded whole and goes through :attr:`engine`.
     """
 
     name: str
     engine: SpectrumEngine | None = None
     on_host: bool = True
+    solver: SymmetricSolver | None = None
 
 
 #: Gram matrices of at least this order are diagonalised with torch's LAPACK (Intel MKL) when
@@ -106,8 +118,8 @@ def torch_threads_kept() -> Iterator[None]:
 def cpu_backend() -> Backend:
     """numpy Gram matrices; numpy's LAPACK, or MKL through torch for large ones (see above)."""
     if _torch_installed():
-        return Backend("numpy+mkl", partial(numpy_spectra, solver=cpu_solver))
-    return Backend("numpy")
+        return Backend("numpy+mkl", partial(numpy_spectra, solver=cpu_solver), solver=cpu_solver)
+    return Backend("numpy", solver=lapack_eigvalsh)
 
 
 def _nvidia_driver_present() -> bool:

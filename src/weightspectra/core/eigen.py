@@ -7,7 +7,7 @@ matrix (WᵀW or WWᵀ) by default, or by a full SVD (exact, for tests and tiny 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -148,33 +148,179 @@ def gram_eigenvalues(
 def _blocked_gram_eigenvalues(
     matrix: np.ndarray, dtype: np.dtype, what: str, solver: SymmetricSolver
 ) -> np.ndarray:
-    from scipy.linalg import blas  # only big matrices need it: keep the import cheap
-
     rows, cols = matrix.shape
     tall = rows >= cols
     M, N = (cols, rows) if tall else (rows, cols)
     step = max(1, GRAM_BLOCK_BYTES // (M * dtype.itemsize))
-    single = dtype == np.float32
+    parts = (
+        matrix[lo : lo + step] if tall else matrix[:, lo : lo + step] for lo in range(0, N, step)
+    )
+    gram = _accumulate_gram(parts, M, dtype, tall)
+    check_gram_diagonal(np.diagonal(gram), matrix, what)
+    # only the lower triangle, the one syrk filled, is read
+    return solver(gram).astype(np.float64, copy=False)
+
+
+def _accumulate_gram(
+    parts: Iterable[np.ndarray], order: int, dtype: np.dtype, tall: bool
+) -> np.ndarray:
+    """Lower triangle of the Gram matrix (``order`` on a side, Fortran order) summed from the
+    row blocks (``tall``: ``Σ XᵢᵀXᵢ``) or column blocks (``Σ XᵢXᵢᵀ``) of one matrix, each
+    block converted to ``dtype`` only when its turn comes."""
+    from scipy.linalg import blas  # only big matrices need it: keep the import cheap
+
     # scipy's syrk accumulates in place (numpy's ``x.T @ x`` would need an add and a symmetric
     # copy per block). scipy ships its own OpenBLAS, and switching between two multithreaded
     # BLAS libraries leaves the idle one's threads spinning for a while: fine once per large
     # matrix, which is why only large ones take this path (sending every matrix over 4 MiB
     # here made MiniLM 1.71× slower on 2 BLAS threads; benchmarks/bench_internals.py).
-    syrk = blas.ssyrk if single else blas.dsyrk
-    gram = np.zeros((M, M), dtype=dtype, order="F")
-    for lo in range(0, N, step):
-        part = matrix[lo : lo + step] if tall else matrix[:, lo : lo + step]
+    syrk = blas.ssyrk if dtype == np.float32 else blas.dsyrk
+    gram = np.zeros((order, order), dtype=dtype, order="F")
+    for part in parts:
         block = np.asarray(part, dtype=dtype)  # (b, M) if tall else (M, b), C order
         # lower triangle of gram += Xᵀ·X for X = block (tall) or blockᵀ (wide); BLAS wants
         # Fortran order, which the transpose of a C-ordered block already is.
-        if tall:
-            gram = syrk(1.0, block.T, beta=1.0, c=gram, trans=0, lower=1, overwrite_c=1)
-        else:
-            gram = syrk(1.0, block.T, beta=1.0, c=gram, trans=1, lower=1, overwrite_c=1)
+        trans = 0 if tall else 1
+        gram = syrk(1.0, block.T, beta=1.0, c=gram, trans=trans, lower=1, overwrite_c=1)
         del block
-    check_gram_diagonal(np.diagonal(gram), matrix, what)
-    # only the lower triangle, the one syrk filled, is read
+    return gram
+
+
+#: Reads rows ``lo:hi`` of one 2-D matrix as a floating array of shape ``(hi - lo, cols)``
+#: (a source that converts its tensors anyway, such as a dequantising GGUF reader).
+RowReader = Callable[[int, int], np.ndarray]
+
+#: Rows are read from a :data:`RowReader` in slices of about this many float32 bytes, and fed to
+#: ``syrk`` in :data:`GRAM_BLOCK_BYTES` blocks of the working precision.
+STREAM_READ_BYTES = 16 * 2**20
+
+
+def _row_chunks(
+    read_rows: RowReader, rows: int, cols: int, multiple: int = 1
+) -> Iterator[np.ndarray]:
+    """Rows of the matrix from ``read_rows`` in order, about :data:`STREAM_READ_BYTES` of
+    float32 at a time, each chunk a whole number of ``multiple`` rows (but the last)."""
+    per_chunk = max(1, STREAM_READ_BYTES // (4 * max(1, cols) * multiple)) * multiple
+    for lo in range(0, rows, per_chunk):
+        hi = min(lo + per_chunk, rows)
+        chunk = read_rows(lo, hi)
+        if chunk.shape != (hi - lo, cols):
+            raise LayerError(
+                f"the source returned rows {lo}:{hi} with shape {chunk.shape}, expected "
+                f"{(hi - lo, cols)} (a bug in the source adapter)"
+            )
+        yield chunk
+
+
+def streamed_row_chunks(read_rows: RowReader, shape: tuple[int, int]) -> Iterator[np.ndarray]:
+    """All rows of a ``shape`` matrix from ``read_rows``, in order, a few megabytes at a time
+    (what the cache hashes and the Gram matrix sums, without one whole converted copy)."""
+    return _row_chunks(read_rows, shape[0], shape[1])
+
+
+def streamed_gram_eigenvalues(
+    read_rows: RowReader,
+    shape: tuple[int, int],
+    precision: Precision = Precision.FLOAT64,
+    what: str = "matrix",
+    solver: SymmetricSolver = lapack_eigvalsh,
+) -> np.ndarray:
+    """Eigenvalues of ``WᵀW`` for a tall matrix ``W`` that is read row block by row block.
+
+    The same numbers as :func:`gram_eigenvalues` on the whole matrix (the same ``syrk``
+    accumulation), while memory holds only the Gram matrix, the solver's copy of it and one
+    block: a 32000×4096 embedding stored quantised never exists as one float array.
+
+    Parameters
+    ----------
+    read_rows : RowReader
+        Returns rows ``lo:hi`` of the matrix.
+    shape : (rows, cols)
+        The matrix's shape; ``rows >= cols`` (the Gram matrix of a wide matrix needs all of its
+        rows for every entry: load it whole instead).
+    precision, what, solver
+        As for :func:`gram_eigenvalues`.
+
+    Returns
+    -------
+    ndarray of shape (cols,), float64, ascending, unclipped.
+
+    Raises
+    ------
+    LayerError
+        If the matrix has NaN/Inf values or its Gram matrix overflows ``precision``.
+    ValueError
+        If ``shape`` is wide.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> w = np.diag([3.0, 2.0])
+    >>> streamed_gram_eigenvalues(lambda lo, hi: w[lo:hi], (2, 2))
+    array([4., 9.])
+    """
+    rows, cols = shape
+    if rows < cols:
+        raise ValueError(f"streamed Gram matrices need a tall matrix (rows >= cols), got {shape}")
+    dtype = np.dtype(np.float64 if precision is Precision.FLOAT64 else np.float32)
+    step = max(1, GRAM_BLOCK_BYTES // (cols * dtype.itemsize))
+
+    def blocks() -> Iterator[np.ndarray]:
+        # chunks of whole blocks: the blocks are those of the whole matrix's blocked path, so
+        # the Gram matrix is the same sum, term for term
+        for chunk in _row_chunks(read_rows, rows, cols, multiple=step):
+            for lo in range(0, chunk.shape[0], step):
+                yield chunk[lo : lo + step]
+
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is diagnosed just below
+        gram = _accumulate_gram(blocks(), cols, dtype, tall=True)
+    diagonal = np.diagonal(gram)
+    if not np.isfinite(np.sum(diagonal, dtype=np.float64)):
+        _raise_bad_values(_row_chunks(read_rows, rows, cols), rows * cols, diagonal.dtype, what)
     return solver(gram).astype(np.float64, copy=False)
+
+
+def _raise_bad_values(chunks: Iterable[np.ndarray], size: int, dtype: np.dtype, what: str) -> None:
+    """The :func:`check_gram_diagonal` error of a streamed matrix: NaN/Inf counted block by
+    block, else an overflow of ``dtype``."""
+    n_nan = n_inf = 0
+    for chunk in chunks:
+        n_nan += int(np.isnan(chunk).sum())
+        n_inf += int(np.isinf(chunk).sum())
+    if n_nan or n_inf:
+        raise LayerError(
+            f"{what} contains {n_nan} NaN and {n_inf} infinite values out of {size}; "
+            "its spectrum is undefined (check the checkpoint or the training run that wrote it)"
+        )
+    raise LayerError(
+        f"{what}: its Gram matrix overflows {dtype} (squared column norms beyond the "
+        "range of the type); retry with precision='float64' or eig_method='svd'"
+    )
+
+
+def streamed_layer_eigenvalues(
+    read_rows: RowReader,
+    shape: tuple[int, int],
+    *,
+    precision: Precision = Precision.FLOAT64,
+    eig_scale: float = 1.0,
+    normalize_by: int | None = None,
+    what: str = "matrix",
+    solver: SymmetricSolver = lapack_eigvalsh,
+) -> np.ndarray:
+    """:func:`layer_eigenvalues` of one tall 2-D matrix read by rows
+    (:func:`streamed_gram_eigenvalues`): the same ESD, without the whole matrix in memory.
+
+    Raises
+    ------
+    LayerError
+        As :func:`layer_eigenvalues` (NaN/Inf values, an all-zero matrix, a Gram matrix far
+        from positive semi-definite).
+    """
+    evals = streamed_gram_eigenvalues(read_rows, shape, precision, what, solver)
+    if not evals[-1] > 0.0 and not any(np.any(c) for c in _row_chunks(read_rows, *shape)):
+        raise LayerError(f"{what} is all zeros: it has no spectrum (an uninitialised layer?)")
+    return _finish(evals, shape[0], shape[1], precision, eig_scale, normalize_by, what)
 
 
 def numpy_spectra(
@@ -255,7 +401,20 @@ def layer_eigenvalues(
     evals = np.sort(np.concatenate(parts)) if len(parts) > 1 else parts[0]
     if method is not EigenMethod.SVD and not evals[-1] > 0.0:
         check_finite_nonzero(stack, what)  # names an all-zero stack; else λ underflowed to 0
-    evals = _clip_roundoff(evals, stack.shape[1], stack.shape[2], precision, what)
+    return _finish(evals, stack.shape[1], stack.shape[2], precision, eig_scale, normalize_by, what)
+
+
+def _finish(
+    evals: np.ndarray,
+    rows: int,
+    cols: int,
+    precision: Precision,
+    eig_scale: float,
+    normalize_by: int | None,
+    what: str,
+) -> np.ndarray:
+    """Round-off clipped, scaled and normalised eigenvalues (the end of every ESD path)."""
+    evals = _clip_roundoff(evals, rows, cols, precision, what)
     if eig_scale != 1.0:
         evals = evals * eig_scale
     if normalize_by is not None:
@@ -280,7 +439,7 @@ def _clip_roundoff(
     warnings.warn(
         "tiny negative Gram eigenvalues (round-off of exact zeros) were clipped to 0",
         NumericalWarning,
-        stacklevel=3,
+        stacklevel=4,
     )
     clipped: np.ndarray = np.maximum(evals, 0.0)
     return clipped

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import json
 import os
 import socket
 import tempfile
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -124,19 +125,39 @@ class ResultCache:
         backend : str
             Name of the spectrum backend.
         """
+        return self.streamed_key([tensor], tuple(tensor.shape), identity, options, backend)
+
+    def streamed_key(
+        self,
+        parts: Iterable[np.ndarray],
+        shape: tuple[int, ...],
+        identity: Mapping[str, Any],
+        options: Mapping[str, Any],
+        backend: str,
+    ) -> str:
+        """:meth:`key` of a tensor given as its consecutive row blocks ``parts`` (one dtype,
+        together of ``shape``): the same key as for the whole tensor, without holding it."""
+        blocks = iter(parts)
+        first = next(blocks, None)
+        if first is None:
+            raise ValueError(f"a cache key needs the tensor's content; no block of {shape} came")
+        dtype = first.dtype
         context = {
             "format": CACHE_FORMAT,
             "columns": schema.fingerprint(),
             "version": __version__,
             "backend": backend,
-            "dtype": str(tensor.dtype),
-            "shape": list(tensor.shape),
+            "dtype": str(dtype),
+            "shape": list(shape),
             "identity": dict(identity),
             "options": {k: v for k, v in options.items() if k not in NON_RESULT_OPTIONS},
         }
         digest = hashlib.sha256(json.dumps(context, sort_keys=True, default=_json_default).encode())
-        raw_bytes = np.ascontiguousarray(tensor).view(np.uint8)  # any dtype, bfloat16 too
-        digest.update(raw_bytes.data)
+        for part in itertools.chain([first], blocks):
+            if part.dtype != dtype:
+                raise ValueError(f"a block of dtype {part.dtype} in a {dtype} tensor's key")
+            raw_bytes = np.ascontiguousarray(part).view(np.uint8)  # any dtype, bfloat16 too
+            digest.update(raw_bytes.data)
         return digest.hexdigest()
 
     def path(self, key: str) -> Path:

@@ -57,6 +57,12 @@ class TensorEntry:
     prefetch_hook, release_hook : callable, optional
         Memory-mapped sources: ask the OS to start reading the tensor ahead of :attr:`load`, and
         to drop its pages from this process once it has been analysed (bounded memory).
+    load_rows : callable, optional
+        For a 2-D tensor whose every load is a conversion (dequantisation): ``load_rows(lo, hi)``
+        returns rows ``lo:hi`` as the float32 or float64 array ``load()[lo:hi]`` would hold,
+        converting only those. A large tall matrix is then summed into its Gram matrix block by
+        block and never held whole (the analysis decides when; :attr:`load` stays the
+        reference). ``None``: the tensor is always loaded whole.
     """
 
     key: str
@@ -71,6 +77,7 @@ class TensorEntry:
     tied_to: str | None = None
     prefetch_hook: Callable[[], None] | None = None
     release_hook: Callable[[], None] | None = None
+    load_rows: Callable[[int, int], np.ndarray] | None = None
 
     def prefetch(self) -> None:
         """Hint that the tensor will be loaded soon (no-op for in-memory sources)."""

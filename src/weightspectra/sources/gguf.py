@@ -14,8 +14,11 @@ ever, a short file gives confusing shape errors), so a broken file is one
 
 Every tensor the installed ``gguf`` can dequantise (F16, BF16, Q8_0, Q4_0 ... the K-quants, the
 IQ types) is loaded as float32, a few megabytes of rows at a time, each slice's mapped pages
-dropped once converted: memory stays near one float32 tensor. F32 tensors are handed out
-memory-mapped, without a copy. A type it cannot dequantise is a skipped row naming the type.
+dropped once converted: memory stays near one float32 tensor. Its matrices can also be read by
+rows (``TensorEntry.load_rows``), so a large tall one (the 32000×4096 embeddings and head of a
+7B model) is dequantised straight into its Gram matrix and never held whole. F32 tensors are
+handed out memory-mapped, without a copy. A type it cannot dequantise is a skipped row naming
+the type.
 """
 
 from __future__ import annotations
@@ -92,34 +95,41 @@ def _order_key(key: str, index: int) -> tuple[int, int, int]:
     return 2, 0, index
 
 
-def _loader(
+def _loaders(
     mapped: MappedFile, info: TensorInfo, qtype: Any, dequantize: Callable[..., np.ndarray]
-) -> Callable[[], np.ndarray]:
+) -> tuple[Callable[[], np.ndarray], Callable[[int, int], np.ndarray] | None]:
+    """The tensor's ``load`` and, for 2-D converted tensors, its ``load_rows``."""
     shape = tuple(reversed(info.dims))
     row_len = info.dims[0] if info.dims else 1
     rows = int(np.prod(shape[:-1], dtype=np.int64)) if len(shape) > 1 else 1
     row_bytes = info.n_bytes // rows if rows else 0
 
+    def raw() -> np.ndarray:
+        return np.frombuffer(mapped.buffer(), np.uint8, count=info.n_bytes, offset=info.offset)
+
+    def read_rows(lo: int, hi: int) -> np.ndarray:
+        part = raw().reshape(rows, row_bytes)[lo:hi]
+        if info.type_name == "F16":
+            out = part.view("<f2").astype(np.float32)
+        else:
+            out = dequantize(part, qtype).reshape(hi - lo, row_len).astype(np.float32, copy=False)
+        begin = info.offset + lo * row_bytes
+        mapped.advise(DONTNEED, begin, begin + (hi - lo) * row_bytes)
+        return out
+
     def load() -> np.ndarray:
-        raw = np.frombuffer(mapped.buffer(), np.uint8, count=info.n_bytes, offset=info.offset)
         if info.type_name in _ZERO_COPY:
-            mapped_wide: np.ndarray = raw.view(_ZERO_COPY[info.type_name]).reshape(shape)
+            mapped_wide: np.ndarray = raw().view(_ZERO_COPY[info.type_name]).reshape(shape)
             return mapped_wide  # zero-copy
         out = np.empty((rows, row_len), dtype=np.float32)
-        by_row = raw.reshape(rows, row_bytes)
         step = max(1, DEQUANT_CHUNK_BYTES // max(1, row_len * 4))
         for lo in range(0, rows, step):
             hi = min(lo + step, rows)
-            part = by_row[lo:hi]
-            if info.type_name == "F16":
-                out[lo:hi] = part.view("<f2")
-            else:
-                out[lo:hi] = dequantize(part, qtype).reshape(hi - lo, row_len)
-            begin = info.offset + lo * row_bytes
-            mapped.advise(DONTNEED, begin, begin + (hi - lo) * row_bytes)
+            out[lo:hi] = read_rows(lo, hi)
         return out.reshape(shape)
 
-    return load
+    streams = len(shape) == 2 and info.type_name not in _ZERO_COPY
+    return load, (read_rows if streams else None)
 
 
 def _hooks(mapped: MappedFile, info: TensorInfo) -> tuple[Callable[[], None], Callable[[], None]]:
@@ -208,10 +218,14 @@ def open_file(path: Path) -> Source:
                 f"GGUF tensor type {name}: gguf {version} cannot dequantise it (upgrade gguf, "
                 "or re-convert the model to a type it reads)"
             )
+        load, load_rows = (
+            _loaders(mapped, info, qtype, dequantize) if supported[name] else (_unreadable, None)
+        )
         entries.append(
             TensorEntry(
                 dtype=_FLOAT_TYPES.get(name, "float32"),
-                load=_loader(mapped, info, qtype, dequantize) if supported[name] else _unreadable,
+                load=load,
+                load_rows=load_rows,
                 layer_type=layer_type,
                 type_reason=why,
                 quantization=quantization,

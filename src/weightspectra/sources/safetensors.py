@@ -11,6 +11,7 @@ Where ``ml_dtypes`` is missing, bfloat16 is widened to float32 in chunks instead
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import struct
@@ -22,19 +23,28 @@ from typing import Any
 import numpy as np
 
 from weightspectra.errors import CorruptFileError, InputError
-
-try:  # a numpy dtype for bfloat16 (a dependency; guarded so a broken install still reads files)
-    import ml_dtypes
-
-    _BFLOAT16: Any = ml_dtypes.bfloat16
-except ImportError:  # pragma: no cover - exercised by monkeypatching in the tests
-    _BFLOAT16 = None
 from weightspectra.sources.base import Source, TensorEntry, as_path, in_model_order, merge_files
 from weightspectra.sources.mapped import DONTNEED, WILLNEED, MappedFile
 from weightspectra.sources.naming import interleaved_gate_up_beside, type_entries
 
 #: A header longer than this is not a real safetensors header (the format caps it at 100 MB).
 MAX_HEADER_BYTES = 100_000_000
+
+
+@functools.cache
+def bfloat16_dtype() -> Any:
+    """:mod:`ml_dtypes`' bfloat16 numpy dtype, or ``None`` where it cannot be imported.
+
+    Looked up when the first bfloat16 tensor is loaded, never at import: importing ml_dtypes
+    takes 0.4–1.6 s on this project's machines, which a float32 checkpoint should not pay.
+    """
+    try:  # a dependency; guarded so that a broken install still reads files
+        import ml_dtypes
+    except ImportError:  # pragma: no cover - exercised by monkeypatching in the tests
+        return None
+    return ml_dtypes.bfloat16
+
+
 #: Without ml_dtypes, bfloat16 tensors are widened to float32 in chunks of this many elements,
 #: each chunk's mapped pages dropped right after, so the raw and widened copies are never both
 #: whole in memory.
@@ -149,8 +159,9 @@ def _loader(mapped: MappedFile, data_start: int, info: dict[str, Any]) -> Callab
         raw = np.frombuffer(mapped.buffer(), dtype=storage, count=count, offset=data_start + begin)
         if dtype != "BF16":
             return raw.reshape(shape)
-        if _BFLOAT16 is not None:
-            mapped_bf16: np.ndarray = raw.view(_BFLOAT16).reshape(shape)  # zero-copy
+        bfloat16 = bfloat16_dtype()
+        if bfloat16 is not None:
+            mapped_bf16: np.ndarray = raw.view(bfloat16).reshape(shape)  # zero-copy
             return mapped_bf16
         out = np.empty(count, dtype=np.float32)
         bits = out.view(np.uint32)
