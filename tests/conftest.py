@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +15,9 @@ import pytest
 TESTS = Path(__file__).parent
 DATA = TESTS / "data"
 sys.path.insert(0, str(TESTS))  # tests/models.py and helpers
+# Measured solver tables (weightspectra.backends.solvers) go to a folder of this session, never
+# the user's cache: a test never depends on what this machine measured before.
+os.environ["WEIGHTSPECTRA_CACHE_DIR"] = tempfile.mkdtemp(prefix="ws-test-cache-")
 
 
 @pytest.fixture

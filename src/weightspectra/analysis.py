@@ -6,6 +6,7 @@ analysis fails, keeps its row with the reason, and never stops the run.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Generator, Iterator, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -362,6 +363,22 @@ def _cost(tp: TensorPlan, options: Options) -> float:
     )
 
 
+def gram_orders(plans: list[TensorPlan], options: Options) -> Counter[int]:
+    """How many Gram matrices of each order the analysis of ``plans`` will diagonalise (each
+    shuffled copy counted too); empty for the SVD method."""
+    orders: Counter[int] = Counter()
+    if options.eig_method is not EigenMethod.GRAM:
+        return orders
+    copies = 2 if options.randomize else 1
+    for tp in plans:
+        if tp.skip_reason:
+            continue
+        for group in tp.groups:
+            if _group_skip_reason(group, options)[0] is Reason.NONE:
+                orders[group.M] += group.count * copies
+    return orders
+
+
 def _use_processes(options: Options, backend: Backend) -> bool:
     """Whether ``workers > 1`` run as forked processes (see :class:`Parallel`)."""
     if options.parallel is Parallel.THREADS:
@@ -400,7 +417,9 @@ def _iter_results(
 ) -> Iterator[LayerResult]:
     plans = plan(source, options)
     total = len(plans)
-    backend = resolve_backend(options.device)
+    backend = resolve_backend(options.device, work=gram_orders(plans, options))
+    if options.workers == 1:
+        backend.prepare(options.precision)
     cache = ResultCache(options.cache) if options.cache is not None else None
 
     def run(tp: TensorPlan) -> list[LayerResult]:

@@ -15,6 +15,7 @@ from typing import TextIO
 
 from weightspectra._version import __version__
 from weightspectra.analysis import Progress, analyze, describe
+from weightspectra.backends.cli import add_bench_solvers_parser, run_bench_solvers
 from weightspectra.errors import WeightSpectraError
 from weightspectra.options import Options, option_specs
 from weightspectra.report.render import Format, render
@@ -112,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     common(describe_p)
     add_option_flags(describe_p, describe=True)
     _add_compare_parser(sub)
+    add_bench_solvers_parser(sub)
     return parser
 
 
@@ -260,6 +262,8 @@ def _run(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     try:
         if args.command == "compare":
             return _run_compare(args, stdout, stderr)
+        if args.command == "bench-solvers":
+            return run_bench_solvers(args, stdout, stderr)
         options = _options(args)
         include = "all" if args.all_rows else "analysed"
         if args.command == "analyze":

@@ -73,6 +73,14 @@ class Device(str, Enum):
     AUTO = "auto"
 
 
+class Solver(str, Enum):
+    """A symmetric eigensolver for CPU Gram matrices (``weightspectra bench-solvers``)."""
+
+    NUMPY = "numpy"  # numpy's LAPACK syevd (its bundled OpenBLAS)
+    TWO_STAGE = "lapack-2stage"  # LAPACK's two-stage syevd_2stage, from that same OpenBLAS
+    MKL = "torch-mkl"  # Intel MKL's syevd through torch
+
+
 class Parallel(str, Enum):
     """How ``workers > 1`` run: forked processes, threads, or processes where fork exists."""
 

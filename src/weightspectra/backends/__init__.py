@@ -16,20 +16,20 @@ import importlib.util
 import os
 import shutil
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
 
+from weightspectra.backends.solvers import STATIC_MKL_MIN_ORDER
 from weightspectra.core.eigen import (
     SpectrumEngine,
     SymmetricSolver,
-    lapack_eigvalsh,
     numpy_spectra,
 )
-from weightspectra.enums import Device
+from weightspectra.enums import Device, Precision
 from weightspectra.errors import OptionError
 
 #: File present on Linux machines with an NVIDIA driver loaded.
@@ -64,12 +64,21 @@ class Backend:
     on_host: bool = True
     solver: SymmetricSolver | None = None
 
+    def prepare(self, precision: Precision) -> None:
+        """Before a serial run: measure the solver size classes the run needs and this
+        machine has not measured yet, where the run is long enough to repay it
+        (:meth:`~weightspectra.backends.solvers.SolverPolicy.prepare`). No-op otherwise."""
+        from weightspectra.backends.solvers import SolverPolicy
 
-#: Gram matrices of at least this order are diagonalised with torch's LAPACK (Intel MKL) when
-#: torch is installed with MKL. One thread, float64 (benchmarks/bench_floor.py): MKL 2.02×
-#: faster than numpy's OpenBLAS at 1536, 2.48× at 4096, but 0.96× at 1024; eigenvalues agree
-#: to ~1e-14 relative (``tests/test_backends.py``).
-MKL_MIN_ORDER = 1536
+        if isinstance(self.solver, SolverPolicy) and self.solver.has_choices():
+            from weightspectra.runtime.parallel import blas_threads_now
+
+            self.solver.prepare(blas_threads_now(), precision)
+
+
+#: Without a measured solver table, Gram matrices of at least this order are diagonalised with
+#: torch's LAPACK (Intel MKL) when torch is installed with MKL (see :mod:`.solvers`).
+MKL_MIN_ORDER = STATIC_MKL_MIN_ORDER
 
 
 def _torch_installed() -> bool:
@@ -77,23 +86,14 @@ def _torch_installed() -> bool:
 
 
 def cpu_solver(gram: np.ndarray) -> np.ndarray:
-    """The CPU backend's :data:`~weightspectra.core.eigen.SymmetricSolver`: torch's MKL for
-    Gram matrices of order ≥ :data:`MKL_MIN_ORDER` (when torch has MKL), numpy's LAPACK
-    otherwise. MKL runs on as many threads as BLAS is allowed at the moment of the call (the
-    workers' budget). In a forked worker process it is used on one thread only: OpenMP thread
-    pools inherited through ``fork`` are not safe to start there."""
-    if gram.shape[0] < MKL_MIN_ORDER:
-        return lapack_eigvalsh(gram)
-    from weightspectra.runtime.parallel import blas_threads_now, in_worker_process
+    """The CPU :data:`~weightspectra.core.eigen.SymmetricSolver` outside a run: the solver
+    measured fastest on this machine at the matrix's order (a stored ``bench-solvers`` table),
+    else torch's MKL from order :data:`MKL_MIN_ORDER` (when torch has MKL) and numpy's LAPACK
+    below (:class:`~weightspectra.backends.solvers.SolverPolicy`). A run uses a policy of its
+    own, which knows the matrices it has left."""
+    from weightspectra.backends.solvers import SolverPolicy
 
-    threads = blas_threads_now()
-    if threads > 1 and in_worker_process():
-        return lapack_eigvalsh(gram)
-    from weightspectra.backends import torch_backend
-
-    if not torch_backend.mkl_available():
-        return lapack_eigvalsh(gram)
-    return torch_backend.host_eigvalsh(gram, threads)
+    return SolverPolicy()(gram)
 
 
 @contextmanager
@@ -115,11 +115,16 @@ def torch_threads_kept() -> Iterator[None]:
                 torch.set_num_threads(before)
 
 
-def cpu_backend() -> Backend:
-    """numpy Gram matrices; numpy's LAPACK, or MKL through torch for large ones (see above)."""
-    if _torch_installed():
-        return Backend("numpy+mkl", partial(numpy_spectra, solver=cpu_solver), solver=cpu_solver)
-    return Backend("numpy", solver=lapack_eigvalsh)
+def cpu_backend(work: Mapping[int, int] | None = None) -> Backend:
+    """numpy Gram matrices, each diagonalised by the solver measured fastest here (numpy's
+    LAPACK, LAPACK's two-stage reduction, or MKL through torch; see
+    :mod:`weightspectra.backends.solvers`). ``work``: how many Gram matrices of each order
+    the run will diagonalise, against which torch's import time is counted."""
+    from weightspectra.backends.solvers import SolverPolicy
+
+    policy = SolverPolicy(work)
+    name = "numpy+mkl" if _torch_installed() else "numpy"
+    return Backend(name, partial(numpy_spectra, solver=policy), solver=policy)
 
 
 def _nvidia_driver_present() -> bool:
@@ -137,36 +142,39 @@ def _torch_cuda() -> Backend | None:
     return Backend("torch-cuda", torch_backend.make_engine("cuda"), on_host=False)
 
 
-def resolve_backend(device: Device) -> Backend:
+def resolve_backend(device: Device, work: Mapping[int, int] | None = None) -> Backend:
     """Turn a ``device`` option into the backend that will compute spectra.
 
-    Parameters
-    ----------
-    device : Device
+        Parameters
+        ----------
+        device : Device
+        work : mapping of int to int, optional
+            The run's Gram matrices, counted by order (for the CPU solver's choice).
 
-    Returns
-    -------
-    Backend
+        Returns
+        -------
+        Backend
 
-    Raises
-    ------
-    OptionError
-        If ``device`` is ``"cuda"`` and torch is missing or sees no usable CUDA device.
+        Raises
+        ------
+        OptionError
+            If ``device`` is ``"cuda"`` and torch is missing or sees no usable CUDA device.
 
-    Examples
-    --------
-    >>> from weightspectra.enums import Device
-    >>> resolve_backend(Device.CPU).on_host
-    True
+        Examples
+        --------
+        >>> from weightspectra.backends.solvers import STATIC_MKL_MIN_ORDER
+    from weightspectra.enums import Device, Precision
+        >>> resolve_backend(Device.CPU).on_host
+        True
     """
     if device is Device.CPU:
-        return cpu_backend()
+        return cpu_backend(work)
     if device is Device.AUTO:
         if "torch" in sys.modules or _nvidia_driver_present():
             found = _torch_cuda()
             if found is not None:
                 return found
-        return cpu_backend()
+        return cpu_backend(work)
     found = _torch_cuda()
     if found is None:
         torch_missing = "torch" not in sys.modules and importlib.util.find_spec("torch") is None
