@@ -25,7 +25,7 @@ import pytest
 import weightspectra
 from weightspectra.cli import run
 from weightspectra.core.layers import plan_groups
-from weightspectra.enums import LayerType
+from weightspectra.enums import LayerType, Status
 from weightspectra.errors import (
     CorruptFileError,
     InputError,
@@ -355,6 +355,57 @@ def test_files_saved_by_keras_read_the_same(
             and ("moving_variance", LayerType.UNKNOWN) in by_type
         )
         assert not any(k.startswith("head.") for k in reference)  # nested layers keep their names
+
+
+def test_depthwise_and_separable_kernels_compute_what_keras_computes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The grouped layouts are checked by their effect: torch's grouped convolution with the
+    kernels as read gives Keras' own outputs, for the file forms and the in-memory model."""
+    if "keras" not in sys.modules:
+        monkeypatch.setenv("KERAS_BACKEND", os.environ.get("KERAS_BACKEND", "torch"))
+    keras = pytest.importorskip("keras", reason="keras writes the reference files")
+    torch = pytest.importorskip("torch", reason="torch's grouped convolution is the reference")
+    conv2d = torch.nn.functional.conv2d
+    layers = keras.layers
+    inputs = keras.Input((9, 9, 3))
+    depthwise = layers.DepthwiseConv2D(3, depth_multiplier=2, name="dw")(inputs)
+    separable = layers.SeparableConv2D(24, 3, depth_multiplier=2, name="sep")(depthwise)
+    model = keras.Model(inputs, separable)
+    rng = np.random.default_rng(4)
+    for weight in model.weights:
+        weight.assign(rng.standard_normal(weight.shape).astype("float32"))
+    image = rng.standard_normal((1, 9, 9, 3)).astype("float32")
+    first = np.asarray(keras.Model(inputs, depthwise)(image).detach().cpu())
+    second = np.asarray(model(image).detach().cpu())
+    paths = [tmp_path / "m.keras", tmp_path / "m.weights.h5", tmp_path / "m.h5"]
+    model.save(paths[0])
+    model.save_weights(paths[1])
+    model.save(paths[2])
+
+    def tensor(entry: Any) -> Any:
+        return torch.from_numpy(np.asarray(entry.load(), dtype=np.float32))
+
+    for source in [*paths, model]:
+        got = entries(open_model(source))
+        assert got["dw"].shape == (6, 1, 3, 3) and got["dw"].layer_type is LayerType.CONV2D
+        assert got["sep.depthwise_kernel"].shape == (12, 1, 3, 3)
+        assert got["sep.pointwise_kernel"].shape == (24, 12, 1, 1)
+        x = torch.from_numpy(image).permute(0, 3, 1, 2)
+        h = conv2d(x, tensor(got["dw"]), tensor(got["dw.bias"]), groups=3)
+        np.testing.assert_allclose(h.permute(0, 2, 3, 1).numpy(), first, atol=1e-5, rtol=0)
+        h = conv2d(h, tensor(got["sep.depthwise_kernel"]), groups=6)
+        h = conv2d(h, tensor(got["sep.pointwise_kernel"]), tensor(got["sep.bias"]))
+        np.testing.assert_allclose(h.permute(0, 2, 3, 1).numpy(), second, atol=1e-4, rtol=0)
+    rows = {r.name: r for r in weightspectra.analyze(paths[0]).layers}
+    # single-column matrices, one eigenvalue per kernel position: what torch's layout gives
+    as_torch = weightspectra.analyze({"dw.weight": entries(open_model(paths[0]))["dw"].load()})
+    (torch_row,) = as_torch.layers
+    assert rows["dw"].status is torch_row.status is Status.OK
+    assert rows["dw"].M == 1 and rows["dw"].metrics["matrix_rank"] == 9  # 3×3 positions
+    assert rows["dw"].evals is not None and torch_row.evals is not None
+    np.testing.assert_array_equal(rows["dw"].evals, torch_row.evals)
+    assert rows["sep.pointwise_kernel"].status is Status.OK
 
 
 # --- the real HED edge detector (Keras 3 weights, VGG16) -------------------------------------

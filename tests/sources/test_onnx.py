@@ -130,6 +130,108 @@ def test_weights_are_typed_and_oriented_by_the_graph(
     assert entries["encoder.layer.0.dense.weight"].name == "encoder.layer.0.dense"
 
 
+def _control_flow_model() -> tuple[Any, dict[str, np.ndarray]]:
+    """An ``If`` whose branches hold their own weights (one shadowing an outer name), and a
+    ``Loop`` whose body reads an outer weight and holds a Gemm weight of its own."""
+    rng = np.random.default_rng(5)
+    arrays = {
+        "outer_w": rng.standard_normal((16, 12)).astype(np.float32),  # read by the Loop body
+        "then_w": rng.standard_normal((16, 14)).astype(np.float32),
+        "else_w": rng.standard_normal((16, 18)).astype(np.float32),
+        "loop_gemm": rng.standard_normal((20, 16)).astype(np.float32),  # Gemm transB=1: (out, in)
+        "shadow": rng.standard_normal((16, 22)).astype(np.float32),  # the else branch's own
+    }
+    node, value = helper.make_node, helper.make_tensor_value_info
+    then_graph = helper.make_graph(
+        [node("MatMul", ["x", "then_w"], ["t_out"], name="then_fc")],
+        "then",
+        [],
+        [value("t_out", TensorProto.FLOAT, [1, None])],
+        [_init("then_w", arrays["then_w"])],
+    )
+    else_graph = helper.make_graph(
+        [
+            node("MatMul", ["x", "else_w"], ["e1"], name="else_fc"),
+            node("MatMul", ["x", "shadow"], ["e_out"], name="else_shadow"),
+        ],
+        "else",
+        [],
+        [value("e_out", TensorProto.FLOAT, [1, None])],
+        [_init("else_w", arrays["else_w"]), _init("shadow", arrays["shadow"])],
+    )
+    body = helper.make_graph(
+        [
+            node("Gemm", ["h", "loop_gemm"], ["g"], name="body_gemm", transB=1),
+            node("MatMul", ["x", "outer_w"], ["h2"], name="body_outer"),
+            node("Identity", ["cond_in"], ["cond_out"]),
+        ],
+        "body",
+        [
+            value("i", TensorProto.INT64, []),
+            value("cond_in", TensorProto.BOOL, []),
+            value("h", TensorProto.FLOAT, [1, 16]),
+        ],
+        [value("cond_out", TensorProto.BOOL, []), value("g", TensorProto.FLOAT, [1, 20])],
+        [_init("loop_gemm", arrays["loop_gemm"])],
+    )
+    graph = helper.make_graph(
+        [
+            node(
+                "If", ["c"], ["branch"], name="pick", then_branch=then_graph, else_branch=else_graph
+            ),
+            node("Loop", ["n", "c", "h0"], ["h_final"], name="steps", body=body),
+            node("MatMul", ["x", "shadow"], ["z"], name="outer_use"),
+        ],
+        "control",
+        [
+            value("x", TensorProto.FLOAT, [1, 16]),
+            value("c", TensorProto.BOOL, []),
+            value("n", TensorProto.INT64, []),
+            value("h0", TensorProto.FLOAT, [1, 16]),
+        ],
+        [
+            value("branch", TensorProto.FLOAT, [1, None]),
+            value("h_final", TensorProto.FLOAT, [1, None]),
+            value("z", TensorProto.FLOAT, [1, None]),
+        ],
+        [_init("outer_w", arrays["outer_w"]), _init("shadow", arrays["shadow"][:, :10].copy())],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)]), arrays
+
+
+def test_weights_inside_if_and_loop_subgraphs_are_read(tmp_path: Path) -> None:
+    model, arrays = _control_flow_model()
+    onnx.checker.check_model(model)
+    path = _save(model, tmp_path / "control.onnx")
+    entries = _by_key(path)
+    expected = {
+        "outer_w": arrays["outer_w"].T,
+        "then_w": arrays["then_w"].T,
+        "else_w": arrays["else_w"].T,
+        "loop_gemm": arrays["loop_gemm"],  # Gemm with transB=1 stores (out, in)
+        "shadow": arrays["shadow"][:, :10].T,  # the outer one
+        "shadow@pick.else_branch": arrays["shadow"].T,  # the else branch's own
+    }
+    assert set(expected) <= set(entries), sorted(entries)
+    for key, array in expected.items():
+        assert entries[key].layer_type is LayerType.DENSE, key
+        assert entries[key].shape == array.shape, key
+        np.testing.assert_array_equal(entries[key].load(), array, err_msg=key)
+    rows = {r.key: r for r in weightspectra.analyze(path).layers}
+    evals = np.linalg.svd(arrays["loop_gemm"].astype(np.float64), compute_uv=False) ** 2
+    assert rows["loop_gemm"].evals is not None
+    np.testing.assert_allclose(rows["loop_gemm"].evals, np.sort(evals), rtol=1e-10)
+
+
+def test_a_subgraph_reading_a_value_nothing_provides_is_corrupt(tmp_path: Path) -> None:
+    model, _ = _control_flow_model()
+    body = model.graph.node[1].attribute[0].g
+    body.node[1].input[1] = "nowhere"
+    path = _save(model, tmp_path / "broken.onnx")
+    with pytest.raises(CorruptFileError, match="'nowhere', which no initializer"):
+        open_model(path, registry=REGISTRY)
+
+
 def test_other_constants_are_skipped_with_what_they_feed(
     small: tuple[Path, dict[str, np.ndarray]],
 ) -> None:

