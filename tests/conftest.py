@@ -20,6 +20,15 @@ sys.path.insert(0, str(TESTS))  # tests/models.py and helpers
 os.environ["WEIGHTSPECTRA_CACHE_DIR"] = tempfile.mkdtemp(prefix="ws-test-cache-")
 
 
+@pytest.fixture(autouse=True)
+def _own_solver_tables(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each test starts without a measured solver table: one stored by a long run in another
+    test (weightspectra.backends.solvers) never changes which solver this test's run uses."""
+    monkeypatch.setenv("WEIGHTSPECTRA_CACHE_DIR", str(tmp_path_factory.mktemp("solver-tables")))
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(12345)

@@ -395,10 +395,60 @@ def test_cli_compare_report_html(tmp_path: Path) -> None:
     assert "http://" not in page and "https://" not in page
 
 
-def test_comparison_html_has_flows() -> None:
+def test_comparison_html_opens_with_fits_and_overlay() -> None:
     pytest.importorskip("matplotlib")
     reports = [ws.analyze(_arrays(s)) for s in (0, 1, 2)]
     cmp: Comparison = compare(reports, [1.0, 2.0, 3.5], names=["x", "y", "z"])
     page = cmp.to_html()
-    assert "Correlation flows" in page
     assert page.count("<img ") == len(cmp.metrics) + 1
+    # First screen: verdict, then the pictures (the best fit, the overlay, the other fits),
+    # then the tables.
+    verdict_at = page.index('id="verdict"')
+    hero_at = page.index('id="hero"')
+    overlay_at = page.index('alt="α of every layer of each model against its relative depth"')
+    assert verdict_at < hero_at < overlay_at < page.index('id="fits"') < page.index('id="models"')
+    best = max((f for f in cmp.fits if f.series == "all"), key=lambda f: f.r2)
+    first_alt = page[hero_at:].split('alt="', 1)[1].split('"', 1)[0]
+    expected = f"accuracy of each model against its {best.metric}, with least-squares lines"
+    assert first_alt == expected
+    assert f"{best.metric} tracks accuracy best over all 3 models (R² {best.r2:.2f}" in page
+
+
+def test_comparison_verdict_and_repr() -> None:
+    from weightspectra.compare.render import (
+        best_fits,
+        comparison_repr,
+        comparison_summary_html,
+        comparison_verdict,
+    )
+
+    cmp = compare(PUBLISHED)
+    fits = best_fits(cmp)
+    assert [f.series for f in fits] == ["all", "DenseNet", "ResNet", "VGG"]
+    for f in fits:
+        same = [g.r2 for g in cmp.fits if g.series == f.series]
+        assert f.r2 == max(same)
+    tone, line = comparison_verdict(cmp)
+    assert tone == "good" and line.startswith(
+        f"{fits[0].metric} tracks top1 best over all 17 models (R² {fits[0].r2:.2f}"
+    )
+    assert "Within each series: DenseNet: " in line
+    text = comparison_repr(cmp)
+    assert text.splitlines() == [
+        "<weightspectra Comparison of 17 models (vgg11, vgg11_bn, vgg13, vgg13_bn, vgg16, "
+        "vgg16_bn, …)>",
+        line,
+    ]
+    no_acc = compare(PUBLISHED, metrics=["alpha"], accuracy=[1.0] * 17)
+    assert comparison_verdict(no_acc)[0] in ("good", "mixed", "poor", "none")
+    html = comparison_summary_html(cmp, plot=False)
+    assert "tracks top1 best" in html and "<img" not in html
+
+
+def test_comparison_shows_itself_in_a_terminal_and_a_notebook() -> None:
+    cmp = compare(PUBLISHED)
+    text = repr(cmp)
+    assert text.startswith("<weightspectra Comparison of 17 models (vgg11, ")
+    assert "tracks top1 best over all 17 models" in text.splitlines()[1]
+    html = cmp._repr_html_()
+    assert "tracks top1 best" in html and "<img" in html  # the best fit's picture

@@ -165,15 +165,37 @@ def test_options_map_or_fail() -> None:
     watcher = WeightWatcher(model=_small())
     with pytest.raises(OptionError, match="unknown option frobnicate=1; supported options: "):
         watcher.analyze(frobnicate=1)
-    with pytest.raises(OptionError, match=r"vectors=True is not supported .* min_evals"):
+    with pytest.raises(OptionError, match=r"^vectors=True .*: call vector_metrics\(vectors\)"):
         watcher.analyze(vectors=True)
-    with pytest.raises(OptionError, match="only the power law"):
-        watcher.analyze(fit="TPL")
-    details = watcher.analyze(vectors=False, fix_fingers=None, min_evals=45, conv2d_norm=True)
+    with pytest.raises(OptionError, match="fit='LN': choose 'PL', 'TPL' or 'E_TPL'"):
+        watcher.analyze(fit="LN")
+    with pytest.raises(OptionError, match=r"xmin_peak.*use fix_fingers='clip_xmax'"):
+        watcher.analyze(fix_fingers="xmin_peak")
+    # the peer's own defaults, spelled out, run
+    details = watcher.analyze(
+        vectors=False,
+        fix_fingers=None,
+        min_evals=45,
+        conv2d_norm=True,
+        svd_method="fast",
+        tolerance=1e-6,
+        max_fingers=10,
+        xmax=None,
+        start_ids=0,
+    )
     assert set(details["longname"]) == {"a", "b"}
     assert set(watcher.analyze(max_N=150)["longname"]) == {"a", "flat"}
-    assert set(watcher.analyze(layers=["^a$"])["longname"]) == {"a"}
-    assert set(watcher.analyze(layers=[-1])["longname"]) == {"a", "flat"}  # our ids for a dict
+    # a state dict's peer names are the dotted prefixes, its ids count layers from 1
+    assert set(watcher.analyze(layers=["a"])["longname"]) == {"a"}
+    assert set(watcher.analyze(layers=["^a$"])["longname"]) == set()  # names are not regexes
+    assert set(watcher.analyze(layers=["-a"])["longname"]) == {"b", "flat"}
+    assert list(watcher.describe()["layer_id"]) == [1, 2, 3]
+    assert set(watcher.analyze(layers=[-1])["longname"]) == {"b", "flat"}
+    assert set(watcher.analyze(layers=[2, "dense"])["longname"]) == {"b"}  # ids win over types
+    with pytest.raises(OptionError, match=r"ids must all be ≥ 0 \(keep\) or all < 0"):
+        watcher.analyze(layers=[1, -2])
+    with pytest.raises(OptionError, match="names must all keep"):
+        watcher.analyze(layers=["a", "-b"])
 
 
 @pytest.mark.filterwarnings("ignore::weightspectra.NumericalWarning")
@@ -190,8 +212,7 @@ def test_describe_get_esd_and_errors() -> None:
     watcher = WeightWatcher()
     with pytest.raises(InputError, match="no model"):
         watcher.analyze()
-    with pytest.raises(InputError, match="call analyze"):
-        watcher.get_details()
+    assert watcher.get_details() is None and watcher.get_summary() == {}  # as the peer
     plan = watcher.describe(model=arrays)
     assert list(plan.columns) == [
         "layer_id",
@@ -222,8 +243,16 @@ def test_describe_get_esd_and_errors() -> None:
 
 def test_mp_fit_passes_through() -> None:
     watcher = WeightWatcher(model=_small())
-    details = watcher.analyze(mp_fit=True, layers=["^a$", "^b$"])
+    details = watcher.analyze(mp_fit=True, layers=["a", "b"])
     soft = details["mp_softrank"].astype(float)
     assert np.isfinite(soft).all()
     assert watcher.get_summary()["mp_softrank"] == pytest.approx(soft.mean())
-    assert "mp_softrank" not in watcher.get_summary(watcher.analyze(mp_fit=False, layers=["^a$"]))
+    assert "mp_softrank" not in watcher.get_summary(watcher.analyze(mp_fit=False, layers=["a"]))
+    assert set(watcher.get_summary()) == {
+        "log_norm",
+        "alpha",
+        "alpha_weighted",
+        "log_alpha_norm",
+        "log_spectral_norm",
+        "stable_rank",
+    }

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import weightspectra as ws
-from weightspectra.analysis import Progress, _cost, _use_processes, plan
+from weightspectra.analysis import Progress, _use_processes, plan, tensor_cost
 from weightspectra.backends import Backend
 from weightspectra.errors import OptionError
 from weightspectra.runtime import parallel
@@ -122,7 +122,7 @@ def test_largest_tensors_are_costed_first(rng: np.random.Generator) -> None:
         "mid.bias": rng.standard_normal(256),
     }
     options = ws.Options()
-    costs = {tp.entry.key: _cost(tp, options) for tp in plan(open_model(model), options)}
+    costs = {tp.entry.key: tensor_cost(tp, options) for tp in plan(open_model(model), options)}
     assert costs["mid.bias"] == 0.0  # skipped: stays in the parent
     assert costs["embed.weight"] > costs["mid.weight"] > costs["small.weight"] > 0
 

@@ -171,3 +171,42 @@ def test_rank_metrics_equal_the_peer_on_rank_deficient_layers(pool: bool, tmp_pa
         sv_min = min(float(np.linalg.svd(m, compute_uv=False)[-1]) for m in slices)
         assert ours["rank_loss"][i] == ours["num_evals"][i] - ours["matrix_rank"][i]
         assert ours["sv_min"][i] == pytest.approx(sv_min * math.sqrt(0.5), rel=1e-9, abs=1e-300)
+
+
+@needs_peer
+@pytest.mark.peer
+@pytest.mark.filterwarnings("ignore::weightspectra.NumericalWarning")
+def test_readme_examples_equal_the_peer(tmp_path: Path) -> None:
+    # The peer's README calls (analyze, get_summary, describe, get_ESD, distances,
+    # base_model=) run unchanged through the facade and give the peer's numbers. Two measured,
+    # documented differences (docs/compat.md): the peer subtracts and differences weights in
+    # float32 (ours in float64: agreement 1e-6 there, not 1e-10), and its delta_b is 0 for
+    # torch Linear layers, whose biases it never reads (ours: the biases' distance).
+    pytest.importorskip("torch")
+    pytest.importorskip("pandas")
+    import json
+
+    from models import build
+    from weightspectra.compat import WeightWatcher
+
+    out = tmp_path / "readme.json"
+    _run_peer("peer_readme_script.py", str(out))
+    peer = json.loads(out.read_text())
+    model, other = build("MLP", 0), build("MLP", 1)
+    watcher = WeightWatcher(model=model)
+    details = watcher.analyze()
+    summary = watcher.get_summary(details)
+    assert set(summary) == set(peer["summary"])
+    for key, value in peer["summary"].items():
+        assert summary[key] == pytest.approx(value, rel=1e-12), key
+    assert watcher.describe()[["layer_id", "name"]].to_dict("list") == peer["describe"]
+    esd = watcher.get_ESD(layer=peer["esd_layer"])
+    np.testing.assert_allclose(esd, peer["esd"], rtol=1e-10, atol=1e-12 * max(peer["esd"]))
+    avg_w, avg_b, frame = watcher.distances(model, other, method="euclidean")
+    np.testing.assert_allclose(frame["delta_W"], peer["distances"]["delta_W"], rtol=1e-6)
+    assert avg_w == pytest.approx(peer["distances"]["avg_dW"], rel=1e-6)
+    assert peer["distances"]["avg_db"] == 0.0 and avg_b > 0.1
+    delta = WeightWatcher(model=other, base_model=model).analyze()
+    assert list(delta["name"]) == peer["delta"]["name"]
+    np.testing.assert_allclose(delta["lambda_max"], peer["delta"]["lambda_max"], rtol=1e-6)
+    np.testing.assert_allclose(delta["alpha"], peer["delta"]["alpha"], rtol=1e-6)

@@ -35,9 +35,11 @@ from weightspectra.errors import (
 if TYPE_CHECKING:
     from weightspectra.analysis import Progress, analyze, describe
     from weightspectra.compare import Comparison, compare
+    from weightspectra.distances import Distances, distances
     from weightspectra.options import Options
     from weightspectra.report.results import LayerResult, Report
     from weightspectra.sources import open_model
+    from weightspectra.training.series import analyze_series
 
 #: Public names loaded lazily, and the module each comes from.
 _LAZY = {
@@ -45,10 +47,12 @@ _LAZY = {
     "analyze": "weightspectra.analysis",
     "describe": "weightspectra.analysis",
     "Comparison": "weightspectra.compare",
+    "Distances": "weightspectra.distances",
     "Options": "weightspectra.options",
     "LayerResult": "weightspectra.report.results",
     "Report": "weightspectra.report.results",
     "open_model": "weightspectra.sources",
+    "analyze_series": "weightspectra.training.series",
 }
 
 
@@ -83,6 +87,14 @@ class _Package(types.ModuleType):
     def compare(self, value: object) -> None:
         pass  # the import system binding the subpackage: the function stays the public name
 
+    @property
+    def distances(self) -> Any:
+        return importlib.import_module("weightspectra.distances").distances
+
+    @distances.setter
+    def distances(self, value: object) -> None:
+        pass  # as for compare: the submodule binding never replaces the function
+
 
 sys.modules[__name__].__class__ = _Package
 
@@ -90,6 +102,7 @@ sys.modules[__name__].__class__ = _Package
 __all__ = [
     "Comparison",
     "CorruptFileError",
+    "Distances",
     "EigenMethod",
     "InputError",
     "LayerError",
@@ -113,7 +126,9 @@ __all__ = [
     "WorkerError",
     "__version__",
     "analyze",
+    "analyze_series",
     "compare",
     "describe",
+    "distances",
     "open_model",
 ]

@@ -153,7 +153,7 @@ def _group_skip_reason(group: GroupPlan, options: Options) -> tuple[Reason, str]
     return Reason.NONE, ""
 
 
-def _base_row(
+def base_row(
     tp: TensorPlan,
     group: GroupPlan | None,
     status: Status,
@@ -195,11 +195,11 @@ def analyze_tensor(
     if backend is None:
         backend = resolve_backend(options.device)
     if tp.skip_reason:
-        return [_base_row(tp, None, Status.SKIPPED, tp.skip_reason, tp.skip_code)]
+        return [base_row(tp, None, Status.SKIPPED, tp.skip_reason, tp.skip_code)]
     reasons = [_group_skip_reason(g, options) for g in tp.groups]
     if all(code is not Reason.NONE for code, _ in reasons):
         pairs = zip(tp.groups, reasons, strict=True)
-        return [_base_row(tp, g, Status.SKIPPED, r, c) for g, (c, r) in pairs]
+        return [base_row(tp, g, Status.SKIPPED, r, c) for g, (c, r) in pairs]
     read_rows = _row_reader(tp, options, backend)
     tensor: np.ndarray | None = None
     if read_rows is None:
@@ -207,7 +207,7 @@ def analyze_tensor(
             tensor = tp.entry.load()
         except Exception as exc:
             why = f"could not read the tensor: {exc}"
-            return [_base_row(tp, g, Status.FAILED, why, Reason.READ_ERROR) for g in tp.groups]
+            return [base_row(tp, g, Status.FAILED, why, Reason.READ_ERROR) for g in tp.groups]
     cache_key = None
     if cache is not None:
         identity = {"key": tp.entry.key, "layer_id": tp.layer_id, "type": tp.layer_type.value}
@@ -223,7 +223,7 @@ def analyze_tensor(
                 )
         except Exception as exc:
             why = f"could not read the tensor: {exc}"
-            return [_base_row(tp, g, Status.FAILED, why, Reason.READ_ERROR) for g in tp.groups]
+            return [base_row(tp, g, Status.FAILED, why, Reason.READ_ERROR) for g in tp.groups]
         stored = cache.get(cache_key)
         if stored is not None:
             del tensor
@@ -232,22 +232,22 @@ def analyze_tensor(
     rows = []
     for group, (code, reason) in zip(tp.groups, reasons, strict=True):
         if code is not Reason.NONE:
-            rows.append(_base_row(tp, group, Status.SKIPPED, reason, code))
+            rows.append(base_row(tp, group, Status.SKIPPED, reason, code))
             continue
-        base = _base_row(tp, group, Status.OK)
+        base = base_row(tp, group, Status.OK)
         what = f"layer {base.name} {tp.entry.shape} {tp.entry.dtype}"
         try:
             evals, rand = _group_spectra(tp, group, tensor, read_rows, options, backend, what)
         except LayerError as exc:
-            rows.append(_base_row(tp, group, Status.FAILED, str(exc), Reason.BAD_VALUES))
+            rows.append(base_row(tp, group, Status.FAILED, str(exc), Reason.BAD_VALUES))
             continue
         except MemoryError as exc:
             why = f"out of memory computing its eigenvalues ({exc}); use fewer --workers"
-            rows.append(_base_row(tp, group, Status.FAILED, why, Reason.INTERNAL))
+            rows.append(base_row(tp, group, Status.FAILED, why, Reason.INTERNAL))
             continue
         except Exception as exc:  # an engine failure in one layer fails that row, not the run
             why = internal_error_reason(exc, what)
-            rows.append(_base_row(tp, group, Status.FAILED, why, Reason.INTERNAL))
+            rows.append(base_row(tp, group, Status.FAILED, why, Reason.INTERNAL))
             continue
         # read for exact ranks only, within this step (a streamed tensor is loaded whole then)
         matrix = partial(group.take, tensor) if tensor is not None else _whole(tp.entry, group)
@@ -264,7 +264,7 @@ def analyze_tensor(
             metrics.update(registered_columns(evals, group.N, group.M, metrics))
         except Exception as exc:  # a bug in one layer's metrics fails that row, not the run
             why = internal_error_reason(exc, what)
-            rows.append(_base_row(tp, group, Status.FAILED, why, Reason.INTERNAL))
+            rows.append(base_row(tp, group, Status.FAILED, why, Reason.INTERNAL))
             continue
         rows.append(_with(base, metrics=metrics, evals=evals, rand_evals=rand))
     del tensor
@@ -349,7 +349,7 @@ def _with(row: LayerResult, **changes: Any) -> LayerResult:
     return replace(row, **changes)
 
 
-def _cost(tp: TensorPlan, options: Options) -> float:
+def tensor_cost(tp: TensorPlan, options: Options) -> float:
     """Rough work of one tensor (flops of its Gram matrices and eigenvalues); 0 when nothing of
     it is analysed (it is then never read)."""
     if tp.skip_reason:
@@ -427,7 +427,7 @@ def _iter_results(
 
     def announced() -> Iterator[TensorPlan]:
         for tp in plans:
-            if _cost(tp, options) > 0:  # it will be read
+            if tensor_cost(tp, options) > 0:  # it will be read
                 tp.entry.prefetch()
             yield tp
 
@@ -458,7 +458,7 @@ def _in_processes(
     to run alone at the end); skipped ones are answered here. Tensors still to come are
     announced to the source ahead of time.
     """
-    costs = [_cost(tp, options) for tp in plans]
+    costs = [tensor_cost(tp, options) for tp in plans]
     work = [i for i, cost in enumerate(costs) if cost > 0]
     order = sorted(range(len(work)), key=lambda j: -costs[work[j]])
     position = {j: k for k, j in enumerate(order)}
@@ -486,6 +486,8 @@ def analyze(
     options: Options | None = None,
     *,
     progress: ProgressCallback | None = None,
+    base: object = None,
+    client: Any = None,
     **kwargs: Any,
 ) -> Report:
     """Analyse the weight spectra of a model, layer by layer.
@@ -500,6 +502,16 @@ def analyze(
         ...) are accepted instead or on top (see :class:`~weightspectra.options.Options`).
     progress : callable, optional
         Called with a :class:`Progress` after each tensor.
+    base : model, optional
+        A base model (any input ``model`` may be, of any format): every matrix becomes
+        ``W − W_base``, paired by name (:mod:`weightspectra.sources.delta`); unpaired or
+        shape-mismatched tensors are skipped rows saying so. When ``model`` is a PEFT adapter
+        folder, the merged ``W + ΔW`` is analysed instead (:mod:`weightspectra.sources.peft`).
+        Rows of a delta or an adapter with fewer non-zero eigenvalues than ``min_evals`` keep
+        their norms but no fit (``warning`` says ``low-rank``).
+    client : distributed.Client, optional
+        Analyse on this Dask cluster (``model`` and ``base`` must be paths every worker reads;
+        :mod:`weightspectra.runtime.cluster`, the ``cluster`` extra; docs/cluster.md).
 
     Returns
     -------
@@ -521,9 +533,18 @@ def analyze(
     >>> report.analysed[0].num_evals
     100
     """
+    from weightspectra.deltas import flag_low_rank, with_base
+
     opts = _resolve_options(options, kwargs)
+    if client is not None:
+        from weightspectra.runtime.cluster import analyze_on_cluster
+
+        return analyze_on_cluster(model, client, opts, progress=progress, base=base)
     source = open_model(model)
+    if base is not None:
+        source = with_base(source, open_model(base))
     layers = tuple(iter_results(source, opts, progress))
+    layers = flag_low_rank(source, layers, opts.min_evals)
     return make_report(source.description, opts, layers)
 
 
@@ -535,12 +556,12 @@ def describe(model: object, options: Options | None = None, **kwargs: Any) -> Re
     rows: list[LayerResult] = []
     for tp in plan(source, opts):
         if tp.skip_reason:
-            rows.append(_base_row(tp, None, Status.SKIPPED, tp.skip_reason, tp.skip_code))
+            rows.append(base_row(tp, None, Status.SKIPPED, tp.skip_reason, tp.skip_code))
             continue
         for group in tp.groups:
             code, reason = _group_skip_reason(group, opts)
             status = Status.SKIPPED if code is not Reason.NONE else Status.PLANNED
-            rows.append(_base_row(tp, group, status, reason, code))
+            rows.append(base_row(tp, group, status, reason, code))
     return make_report(source.description, opts, tuple(rows))
 
 

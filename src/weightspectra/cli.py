@@ -8,8 +8,8 @@ import logging
 import sys
 import time
 import traceback
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TextIO
 
@@ -19,37 +19,77 @@ from weightspectra.backends.cli import add_bench_solvers_parser, run_bench_solve
 from weightspectra.errors import WeightSpectraError
 from weightspectra.options import Options, option_specs
 from weightspectra.report.render import Format, render
+from weightspectra.report.results import Report
+from weightspectra.training.cli import add_runs_parser, run_runs
 
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 
 
-class ProgressBar:
-    """A one-line progress bar on a terminal stream, redrawn at most ten times a second."""
+#: Longest layer name the progress bar shows (a longer one keeps its end).
+_BAR_NAME = 40
 
-    def __init__(self, stream: TextIO, width: int = 28) -> None:
-        self.stream = stream
-        self.width = width
-        self.start = time.monotonic()
-        self._last = 0.0
 
-    def __call__(self, p: Progress) -> None:
+@contextmanager
+def progress_bar(stream: TextIO, *, enabled: bool) -> Iterator[Callable[[Progress], None] | None]:
+    """A progress bar (rich's) on ``stream`` for the length of the block, redrawn at most ten
+    times a second; ``None`` when not ``enabled``. On a stream that is not a terminal it writes
+    its last state once, at the end."""
+    if not enabled:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+    from rich.progress import Progress as Bar
+
+    bar = Bar(
+        TextColumn("analysing"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        TextColumn("{task.description}"),
+        console=Console(file=stream),
+        # No refresh thread and no redirection of sys.stdout: the CLI draws on each update.
+        auto_refresh=False,
+        redirect_stdout=False,
+        redirect_stderr=False,
+    )
+    task = bar.add_task("", total=None)
+    last = [0.0]
+
+    def update(p: Progress) -> None:
+        name = p.name if len(p.name) <= _BAR_NAME else "…" + p.name[-_BAR_NAME + 1 :]
+        bar.update(task, completed=p.done, total=p.total, description=name)
         now = time.monotonic()
-        if p.done < p.total and now - self._last < 0.1:
-            return
-        self._last = now
-        filled = int(self.width * p.done / max(p.total, 1))
-        elapsed = now - self.start
-        eta = elapsed / p.done * (p.total - p.done) if p.done else 0.0
-        name = p.name if len(p.name) <= 40 else "…" + p.name[-39:]
-        self.stream.write(
-            f"\r[{'#' * filled}{'.' * (self.width - filled)}] {p.done}/{p.total} "
-            f"{elapsed:5.1f}s eta {eta:5.1f}s  {name:40s}"
-        )
-        if p.done >= p.total:
-            self.stream.write("\n")
-        self.stream.flush()
+        if p.done >= p.total or now - last[0] >= 0.1:
+            last[0] = now
+            bar.refresh()
+
+    with bar:
+        yield update
+
+
+def _write_table(stdout: TextIO, text: str, report: Report, include: str) -> None:
+    """The table as text; in colour, with the verdict, when ``stdout`` is a terminal (rich
+    honours ``NO_COLOR`` and ``TERM=dumb``)."""
+    if not stdout.isatty():
+        stdout.write(text)
+        return
+    from rich.console import Console
+
+    from weightspectra.report.terminal import styled_table
+
+    console = Console(file=stdout, highlight=False, soft_wrap=True)
+    console.print(styled_table(report, include), end="")
 
 
 def _split_list(values: Sequence[str] | None) -> tuple[int | str, ...] | None:
@@ -107,12 +147,28 @@ def build_parser() -> argparse.ArgumentParser:
     bar.add_argument(
         "--no-progress", dest="progress", action="store_false", help="never show the progress bar"
     )
+    analyze_p.add_argument(
+        "--base",
+        metavar="PATH",
+        default=None,
+        help="a base model: analyse W − W_base paired by name (for a PEFT adapter folder, the "
+        "merged W + ΔW)",
+    )
+    analyze_p.add_argument(
+        "--cluster",
+        metavar="ADDRESS",
+        default=None,
+        help="analyse on a Dask cluster: a scheduler address (tcp://HOST:8786), or local:N to "
+        "start N local worker processes (needs weightspectra[cluster]; see docs/cluster.md)",
+    )
     add_option_flags(analyze_p, describe=False)
 
     describe_p = sub.add_parser("describe", help="list layers, shapes and plans; compute nothing")
     common(describe_p)
     add_option_flags(describe_p, describe=True)
     _add_compare_parser(sub)
+    _add_diff_parser(sub)
+    add_runs_parser(sub)
     add_bench_solvers_parser(sub)
     return parser
 
@@ -172,6 +228,37 @@ def _run_compare(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> in
     if args.report is not None:
         cmp.to_html(args.report)
         stderr.write(f"weightspectra: wrote the HTML comparison to {args.report}\n")
+    return EXIT_OK
+
+
+def _add_diff_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("diff", help="distances between two models, layer by layer")
+    p.add_argument("a", help="the first model (e.g. the base)")
+    p.add_argument("b", help="the second model (a fine-tune, checkpoint or PEFT adapter folder)")
+    p.add_argument("--top-k", type=int, default=10, help="singular directions compared")
+    p.add_argument(
+        "--format", "-f", default="table", choices=["table", "csv", "json"], help="output format"
+    )
+    p.add_argument("--output", "-o", type=Path, help="write the output to this file")
+    p.add_argument("--plot", type=Path, metavar="PATH", help="also write a plot (png, svg, pdf)")
+    p.add_argument("--min-evals", type=int, default=8, help="for the ESD fits")
+    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+
+
+def _run_diff(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    from weightspectra.distances import distances
+
+    result = distances(args.a, args.b, top_k=args.top_k, min_evals=args.min_evals)
+    text = result.render(args.format)
+    if args.output is not None:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(text)
+        stderr.write(f"weightspectra: wrote the distances ({args.format}) to {args.output}\n")
+    else:
+        stdout.write(text)
+    if args.plot is not None:
+        result.plot(args.plot)
+        stderr.write(f"weightspectra: wrote the plot to {args.plot}\n")
     return EXIT_OK
 
 
@@ -262,13 +349,25 @@ def _run(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     try:
         if args.command == "compare":
             return _run_compare(args, stdout, stderr)
+        if args.command == "diff":
+            return _run_diff(args, stdout, stderr)
+        if args.command == "runs":
+            return run_runs(args, stdout, stderr)
         if args.command == "bench-solvers":
             return run_bench_solvers(args, stdout, stderr)
         options = _options(args)
         include = "all" if args.all_rows else "analysed"
         if args.command == "analyze":
             show = args.progress if args.progress is not None else stderr.isatty()
-            report = analyze(args.model, options, progress=ProgressBar(stderr) if show else None)
+            with ExitStack() as stack:
+                client = None
+                if args.cluster is not None:
+                    from weightspectra.runtime.cluster import connect
+
+                    client = stack.enter_context(connect(args.cluster))
+                    stderr.write(f"weightspectra: Dask dashboard at {client.dashboard_link}\n")
+                bar = stack.enter_context(progress_bar(stderr, enabled=show))
+                report = analyze(args.model, options, progress=bar, base=args.base, client=client)
         else:
             report = describe(args.model, options)
         text = render(report, args.format, include=include)
@@ -279,6 +378,8 @@ def _run(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
                 f"weightspectra: wrote {len(report.rows(include))} rows ({args.format}) "
                 f"to {args.output}\n"
             )
+        elif args.format == Format.TABLE.value:
+            _write_table(stdout, text, report, include)
         else:
             stdout.write(text)
         if getattr(args, "report", None) is not None:

@@ -119,6 +119,7 @@ class Reason(str, Enum):
     PARAMETRIZATION = "parametrization"  # a factor of a parametrised weight (weight norm, ...)
     UNKNOWN_TYPE = "unknown-type"  # no layer type could be given to it
     BAD_SHAPE = "bad-shape"  # its shape does not fit its layer type
+    UNPAIRED = "unpaired"  # a delta against a base: no tensor of its name on the other side
     NOT_SELECTED = "not-selected"  # left out by the ``layers`` option
     EXCLUDED = "excluded"  # dropped by the ``exclude`` option
     TOO_FEW_EVALS = "too-few-evals"  # fewer than ``min_evals`` eigenvalues
@@ -126,6 +127,8 @@ class Reason(str, Enum):
     READ_ERROR = "read-error"  # the tensor could not be read
     BAD_VALUES = "bad-values"  # NaN/Inf, all zeros, or a Gram matrix unusable in the precision
     INTERNAL = "internal-error"  # an unexpected error inside one layer (a bug: please report)
+    WORKER_LOST = "worker-lost"  # on a cluster: its worker died on every try (killed, OOM)
+    TOO_LARGE = "too-large"  # on a cluster: it needs more memory than any worker offers
 
     @property
     def routine(self) -> str:

@@ -11,6 +11,7 @@ the driver is ``/usr/bin/chromedriver`` (or ``chromedriver`` on PATH) and the br
 from __future__ import annotations
 
 import io
+import os
 import re
 import shutil
 import tempfile
@@ -25,8 +26,16 @@ import pytest
 import weightspectra as ws
 from weightspectra.cli import run
 from weightspectra.report.html import report_html
+from weightspectra.report.layout import esc
+from weightspectra.report.verdict import verdict
 
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "test-artifacts"
+#: With WS_DOCS_SCREENSHOTS=1 the first-screen screenshots are also written here (the ones
+#: docs/reports.md shows).
+DOCS_IMAGES = ROOT / "docs" / "images"
+#: The first-screen sizes checked: a laptop and a phone (CSS pixels).
+SCREENS = ((1400, 900, False), (390, 844, True))
 
 
 def small_model() -> dict[str, np.ndarray]:
@@ -98,6 +107,60 @@ def test_self_contained_and_one_row_per_layer(report: ws.Report) -> None:
     joined = "".join(page.text)
     assert "2–4 is typical of well-trained layers" in joined
     assert "Mean α = " in joined
+
+
+def test_first_screen_order_options_and_source(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    weights = tmp_path / "deep" / "folder" / "m.npz"
+    weights.parent.mkdir(parents=True)
+    np.savez(weights, **small_model())
+    report = ws.analyze(weights)
+    text = report_html(report, dpi=30, max_layer_plots=1)
+    # Header, the collapsed options, the verdict, the pictures, then the detail.
+    marks = [
+        "<h1>",
+        '<details class="options">',
+        'id="verdict"',
+        'id="hero"',
+        'id="warnings"',
+        'id="layers"',
+        'id="layer-0"',
+    ]
+    at = [text.index(m) for m in marks]
+    assert at == sorted(at), dict(zip(marks, at, strict=True))
+    hero = text[text.index('id="hero"') : text.index("</section>", text.index('id="hero"'))]
+    assert hero.count("<img ") == 2 and 'alt="correlation flow' in hero
+    # The source: its file name, the whole path on hover.
+    assert (
+        f'<h1>weightspectra report: <span class="src" title="{weights}">m.npz</span></h1>' in text
+    )
+    assert "<title>weightspectra report: m.npz</title>" in text
+    # Options: a short list of name and value, collapsed (no "open").
+    options = text[text.index('<details class="options">') :]
+    options = options[: options.index("</details>")]
+    assert options.startswith(f'<details class="options"><summary>Options ({len(report.options)})')
+    assert "<dt>min_evals</dt><dd>8</dd>" in options and "<dt>pool</dt><dd>on</dd>" in options
+    assert "{" not in options  # not a Python dict
+    v = verdict(report)
+    assert f'class="verdict {v.tone.value}"' in text and esc(v.headline) in text
+
+
+def test_repr_and_notebook_summary(report: ws.Report, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("matplotlib")
+    lines = repr(report).splitlines()
+    assert lines[0].startswith("<weightspectra Report of ")
+    assert lines[0].endswith(
+        f"4 analysed, 2 skipped, 0 failed, mean α {report.summary['alpha']:.2f}>"
+    )
+    assert lines[1] == verdict(report).line()
+    html = report._repr_html_()
+    assert 'class="verdict ' in html and html.count("<img ") == 1  # the correlation flow
+    assert "<html" not in html and "<script" not in html  # a fragment, no page
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    bare = report._repr_html_()
+    assert 'class="verdict ' in bare and "<img" not in bare
 
 
 def test_without_plots_needs_no_matplotlib(
@@ -185,6 +248,68 @@ return Array.prototype.map.call(document.images, function(im){
 """
 
 
+_FIRST_SCREEN = """
+var vh = window.innerHeight, vw = document.documentElement.clientWidth;
+function box(el){ var r = el.getBoundingClientRect();
+  return {top: r.top, bottom: r.bottom, left: r.left, right: r.right, w: r.width, h: r.height}; }
+var verdict = document.getElementById('verdict');
+var hero = Array.prototype.map.call(document.querySelectorAll('#hero img'), function(im){
+  var b = box(im); b.alt = im.alt; b.complete = im.complete && im.naturalWidth > 0; return b; });
+return {
+  vh: vh, vw: vw,
+  scrollWidth: document.documentElement.scrollWidth,
+  bodyScrollWidth: document.body.scrollWidth,
+  verdict: verdict ? box(verdict) : null,
+  verdictText: verdict ? verdict.textContent : '',
+  hero: hero,
+  alts: Array.prototype.map.call(document.images, function(im){ return im.alt; }),
+  h1: document.querySelector('h1').textContent
+};
+"""
+
+
+def _inside(b: dict[str, float], vw: float, vh: float) -> bool:
+    return b["top"] >= 0 and b["left"] >= 0 and b["bottom"] <= vh and b["right"] <= vw + 0.5
+
+
+def check_first_screen(
+    driver: Any, path: Path, shot: str, *, docs: bool = False
+) -> dict[tuple[int, int], Any]:
+    """Open ``path`` at each of :data:`SCREENS`; assert that at 1400×900 the verdict and at
+    least one large plot are visible without scrolling, and at every size that every image has
+    alt text, the page does not scroll sideways and the console has no error; save the
+    screenshots (also to ``docs/images`` when ``docs`` and WS_DOCS_SCREENSHOTS=1). Returns
+    what was measured, by size."""
+    seen = {}
+    for width, height, mobile in SCREENS:
+        driver.execute_cdp_cmd(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": mobile},
+        )
+        driver.get(path.resolve().as_uri())
+        m = driver.execute_script(_FIRST_SCREEN)
+        assert m["vh"] == height, m["vh"]
+        assert all(alt.strip() for alt in m["alts"]), m["alts"]
+        assert m["scrollWidth"] <= m["vw"] and m["bodyScrollWidth"] <= m["vw"], (width, m)
+        assert m["verdict"] is not None and m["verdictText"].strip()
+        assert all(im["complete"] for im in m["hero"]), m["hero"]
+        if (width, height) == (1400, 900):
+            assert _inside(m["verdict"], m["vw"], m["vh"]), m["verdict"]
+            shown = [im for im in m["hero"] if _inside(im, m["vw"], m["vh"]) and im["w"] >= 380]
+            assert shown, f"no plot wholly visible on the first screen: {m['hero']}"
+        errors = [e for e in driver.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
+        assert errors == [], errors
+        name = f"{shot}-{width}x{height}.png"
+        ARTIFACTS.mkdir(exist_ok=True)
+        driver.save_screenshot(str(ARTIFACTS / name))
+        if docs and os.environ.get("WS_DOCS_SCREENSHOTS") == "1":
+            DOCS_IMAGES.mkdir(parents=True, exist_ok=True)
+            driver.save_screenshot(str(DOCS_IMAGES / name))
+        seen[(width, height)] = m
+    driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+    return seen
+
+
 def check_in_browser(driver: Any, path: Path, expected_rows: int, shot: str) -> list[Any]:
     """Open ``path``; assert rows, images and console; sort by α; save screenshots."""
     driver.get(path.resolve().as_uri())
@@ -226,8 +351,36 @@ def test_small_report_in_chromium(browser: Any, report: ws.Report, tmp_path: Pat
     pytest.importorskip("matplotlib")
     path = tmp_path / "small.html"
     report.to_html(path)
+    seen = check_first_screen(browser, path, "small-report")
+    first = seen[(1400, 900)]
+    assert first["h1"].startswith("weightspectra report: ")
+    assert len(first["hero"]) == 2  # correlation flow and α histogram
     images = check_in_browser(browser, path, len(report.analysed), "small-report")
     assert len(images) == 3 + len(report.analysed)
+
+
+def test_comparison_pages_in_chromium(browser: Any, tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    published = ROOT / "tests" / "data" / "published_cv_models.csv"
+    target = tmp_path / "cmp.html"
+    out, err = io.StringIO(), io.StringIO()
+    assert run(["compare", str(published), "--report", str(target)], out, err) == 0, err.getvalue()
+    seen = check_first_screen(browser, target, "compare-published", docs=True)
+    first = seen[(1400, 900)]
+    assert first["hero"][0]["alt"].startswith("top1 of each model against its ")
+    assert "tracks top1 best over all 17 models" in first["verdictText"]
+    # Models with layers: the overlay of their α by depth is on the first screen too.
+    rng = np.random.default_rng(3)
+    reports = [
+        ws.analyze({f"l{k}.weight": rng.standard_t(2.5 + s, (120, 60)) for k in range(4)})
+        for s in range(3)
+    ]
+    cmp = ws.compare(reports, [70.0, 72.0, 75.0], names=["a", "b", "c"])
+    path = tmp_path / "cmp-reports.html"
+    cmp.to_html(path)
+    first = check_first_screen(browser, path, "compare-reports")[(1400, 900)]
+    overlay = [im for im in first["hero"] if im["alt"].startswith("α of every layer")]
+    assert overlay and _inside(overlay[0], first["vw"], first["vh"]), first["hero"]
 
 
 @pytest.mark.slow
@@ -239,5 +392,11 @@ def test_minilm_report_in_chromium(browser: Any, minilm_path: Path, tmp_path: Pa
     size = target.stat().st_size
     assert size < 5_000_000, f"report is {size} bytes"
     assert not re.search(r"(src|href)=\"(?!data:|#)", target.read_text(encoding="utf-8"))
+    seen = check_first_screen(browser, target, "minilm-report", docs=True)
+    first = seen[(1400, 900)]
+    assert first["h1"] == "weightspectra report: model/model.safetensors"
+    assert first["hero"][0]["alt"].startswith("correlation flow")
+    assert _inside(first["hero"][0], first["vw"], first["vh"])  # the correlation flow itself
+    assert first["verdictText"].startswith("Mostly well trained: 34 of 39 layers")
     images = check_in_browser(browser, target, 39, "minilm-report")
     assert len(images) == 3 + 39

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 import subprocess
 import sys
@@ -237,3 +238,121 @@ def test_import_does_not_load_matplotlib_or_pandas() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+# -- readable plots: log bins, the zoomed bulk, one colour per layer type ---------------------
+
+
+def test_log_binned_density_against_a_loop(report: ws.Report) -> None:
+    evals = report["fc1"].evals
+    edges, density = plots.log_binned_density(evals, bins=12)
+    pos = evals[evals > 1e-5]
+    assert edges[0] == pos.min() and edges[-1] == pos.max()
+    np.testing.assert_allclose(np.diff(np.log(edges)), np.log(edges[1] / edges[0]))
+    for k in range(12):
+        last = k == 11  # numpy's last bin is closed on the right
+        inside = [
+            x for x in pos if edges[k] <= x and (x < edges[k + 1] or (last and x <= edges[-1]))
+        ]
+        assert density[k] == pytest.approx(len(inside) / (pos.size * (edges[k + 1] - edges[k])))
+    assert float(np.sum(density * np.diff(edges))) == pytest.approx(1.0)
+    with pytest.raises(InputError, match="two distinct positive eigenvalues"):
+        plots.log_binned_density(np.ones(5))
+
+
+def test_log_bin_count_follows_the_data() -> None:
+    # Freedman–Diaconis on log10: 4 decades, IQR 2 decades, n = 1000 -> width 0.4, 10 bins.
+    x = np.geomspace(1e-2, 1e2, 1000)
+    assert plots.log_bin_count(x) == 10
+    assert plots.log_bin_count(np.geomspace(1e-6, 1e6, 10**6)) == 50  # clipped above
+    assert plots.log_bin_count(np.array([1.0, 1.0])) == 8  # and below
+
+
+def test_bulk_view_zooms_only_when_the_tail_reaches_far() -> None:
+    bulk = np.linspace(0.1, 1.0, 95)
+    far = np.concatenate([bulk, [10.0, 20.0, 30.0, 40.0, 50.0]])
+    view, beyond = plots.bulk_view(far, bulk_end=1.0)
+    assert view == pytest.approx(1.25) and beyond == 5
+    near = np.concatenate([bulk, [1.5]])
+    view, beyond = plots.bulk_view(near, bulk_end=1.0)
+    assert view == pytest.approx(1.5 * 1.02) and beyond == 0
+    # Without an MP edge the bulk ends at the 95 % quantile.
+    view, beyond = plots.bulk_view(far)
+    assert view == pytest.approx(np.quantile(far, 0.95) * 1.25)
+    assert beyond == int(np.count_nonzero(far > view))
+
+
+def test_linear_esd_counts_the_eigenvalues_beyond_the_view(report: ws.Report) -> None:
+    row = report["fc1"]
+    far = replace(row, evals=np.sort(np.concatenate([row.evals, [row.evals.max() * 50]])))
+    far = replace(far, metrics={**far.metrics, "bulk_max": float(np.median(row.evals))})
+    ax = plots.plot_esd_linear(far, _fresh())
+    view, beyond = plots.bulk_view(far.evals, plots.mp_edge(far) + far.metrics["tw_margin"])
+    assert ax.get_xlim()[1] == pytest.approx(view) and beyond > 0
+    texts = [t.get_text() for t in ax.texts]
+    assert any(t.startswith(f"{beyond} eigenvalues beyond") for t in texts), texts
+    assert "zoomed to the bulk" in ax.get_xlabel()
+
+
+def test_one_colour_per_layer_type_in_every_plot(report: ws.Report) -> None:
+    from matplotlib.colors import to_hex
+
+    embed = report["embed"]
+    assert embed.layer_type == "embedding"
+    colour = plots.type_colour("embedding")
+    assert colour == plots.TYPE_COLOURS["embedding"]
+    loglog = plots.plot_esd_loglog(embed, _fresh())
+    assert to_hex(loglog.collections[0].get_facecolor()[0]) == colour
+    linear = plots.plot_esd_linear(embed, _fresh())
+    assert to_hex(linear.patches[0].get_facecolor()) == colour
+    flow = plots.plot_correlation_flow(report, _fresh())
+    by_label = {c.get_label(): to_hex(c.get_facecolor()[0]) for c in flow.collections}
+    assert by_label == {t: plots.type_colour(t) for t in by_label}
+    hist = plots.plot_alpha_histogram(report, _fresh())
+    _, labels = hist.get_legend_handles_labels()
+    types = [lab for lab in labels if not lab.startswith("mean")]
+    assert sorted(types) == sorted({r.layer_type for r in report.analysed})
+    # A type no table names keeps one colour wherever it is drawn.
+    assert plots.type_colour("my_adapter") == plots.type_colour("my_adapter")
+    assert plots.type_colour("my_adapter") not in plots.TYPE_COLOURS.values()
+
+
+def test_alpha_overlay_by_relative_depth(report: ws.Report) -> None:
+    ax = plots.plot_alpha_overlay([("a", report), ("b", report)], _fresh())
+    assert [ln.get_label() for ln in ax.lines] == ["a", "b"]
+    depth = ax.lines[0].get_xdata()
+    assert depth[0] == 0.0 and depth[-1] == pytest.approx(1.0)
+    with pytest.raises(InputError, match="at least one"):
+        plots.plot_alpha_overlay([])
+
+
+def test_palette_png_is_smaller_and_indexed(report: ws.Report) -> None:
+    from PIL import Image
+
+    fig, axs = plots.new_figure(3, managed=False)
+    plots.plot_layer(report["fc1"], axs)
+    full = plots.figure_png(fig, 60, tight=False)
+    small = plots.figure_png(fig, 60, tight=False, palette=64)
+    assert len(small) < len(full)
+    with Image.open(io.BytesIO(small)) as im:
+        assert im.mode == "P" and len(im.getcolors()) <= 64
+
+
+def test_alpha_over_steps_mean_and_type_colours() -> None:
+    from matplotlib.colors import to_hex
+
+    series = {
+        "a": [(0, 6.0), (100, 4.0), (200, 3.0)],
+        "b": [(200, 2.0), (0, 8.0), (100, float("nan"))],  # any order; NaN left out
+        "c": [(0, float("nan"))],
+    }
+    ax = plots.plot_alpha_over_steps(series, _fresh(), layer_types={"a": "dense", "b": "dense"})
+    mean = next(ln for ln in ax.lines if ln.get_label() == "mean α")
+    assert mean.get_xdata().tolist() == [0, 100, 200]
+    assert mean.get_ydata().tolist() == [7.0, 4.0, 2.5]  # the mean of the layers present
+    layer_lines = [ln for ln in ax.lines if ln is not mean]
+    assert len(layer_lines) == 2
+    assert {to_hex(ln.get_color()) for ln in layer_lines} == {plots.type_colour("dense")}
+    assert [ln.get_label() for ln in layer_lines].count("dense") == 1  # one legend entry
+    with pytest.raises(InputError, match="no layer has a finite α"):
+        plots.plot_alpha_over_steps({"c": [(0, float("nan"))]})

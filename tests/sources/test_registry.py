@@ -75,6 +75,7 @@ def test_builtin_adapters_in_lookup_order() -> None:
         "safetensors-file",
         "onnx-file",
         "flax-msgpack",
+        "peft-adapter",  # before the folder readers: an adapter folder holds safetensors
         "safetensors-folder",
         "gguf-file",
         "torch-folder",

@@ -145,6 +145,18 @@ class Comparison:
     accuracy_name: str | None
     fits: tuple[LinearFit, ...]
 
+    def __repr__(self) -> str:
+        """Plain text for a terminal: the models and what tracks accuracy best."""
+        from weightspectra.compare.render import comparison_repr
+
+        return comparison_repr(self)
+
+    def _repr_html_(self) -> str:
+        """A compact HTML summary with the best fit's plot, for Jupyter."""
+        from weightspectra.compare.render import comparison_summary_html
+
+        return comparison_summary_html(self)
+
     @property
     def names(self) -> list[str]:
         return [m.name for m in self.models]

@@ -13,7 +13,11 @@ from weightspectra.errors import OptionError
 from weightspectra.report.render import _grid, fmt_value
 
 if TYPE_CHECKING:
-    from weightspectra.compare import Comparison
+    from matplotlib.axes import Axes
+
+    from weightspectra.compare import Comparison, LinearFit
+    from weightspectra.report.layout import Picture
+    from weightspectra.report.results import Report
 
 FORMATS = ("table", "markdown", "csv", "json")
 FIT_COLUMNS = ("series", "metric", "n", "slope", "intercept", "rmse", "r2", "tau", "tau_p")
@@ -125,76 +129,223 @@ def render_comparison(cmp: Comparison, fmt: str = "table") -> str:
     )
 
 
-def comparison_html(cmp: Comparison, *, plots: bool = True, dpi: float = 72) -> str:
-    """Self-contained HTML page: models, rankings, fits, and accuracy-vs-metric plots (and the
-    correlation flows of the models that have full reports).
+#: R² of the best fit from which a metric "tracks" the accuracy well / partly.
+GOOD_R2 = 0.7
+FAIR_R2 = 0.4
+#: Size in inches of one accuracy-vs-metric picture (three side by side on a 1400 px page).
+FIT_FIGSIZE = (4.6, 3.5)
+
+
+def best_fits(cmp: Comparison) -> list[LinearFit]:
+    """Per series (``"all"`` first), the fit with the largest R² (finite ones only)."""
+    from weightspectra.compare import ALL_SERIES
+
+    best: dict[str, LinearFit] = {}
+    for f in cmp.fits:
+        if not math.isfinite(f.r2):
+            continue
+        if f.series not in best or f.r2 > best[f.series].r2:
+            best[f.series] = f
+    order = sorted(best, key=lambda k: (k != ALL_SERIES, k))
+    return [best[k] for k in order]
+
+
+def comparison_verdict(cmp: Comparison) -> tuple[str, str]:
+    """The tone (``good``, ``mixed``, ``poor``, ``none``) and the one-line verdict of a
+    comparison: which metric tracks the accuracy best, over all models and within each
+    series."""
+    n = len(cmp.models)
+    if cmp.accuracy_name is None:
+        return "none", (
+            f"{n} models compared without accuracies: they are ranked by each metric below "
+            "(give accuracies for fits)."
+        )
+    fits = best_fits(cmp)
+    if not fits:
+        return "none", f"Too few models with a {cmp.accuracy_name} for a fit (3 per series)."
+    from weightspectra.compare import ALL_SERIES
+
+    head, *rest = fits
+    where = "all" if head.series == ALL_SERIES else head.series
+    line = (
+        f"{head.metric} tracks {cmp.accuracy_name} best over {where} {head.n} models "
+        f"(R² {head.r2:.2f}, Kendall τ {head.tau:+.2f})."
+    )
+    if rest:
+        within = "; ".join(f"{f.series}: {f.metric} (R² {f.r2:.2f})" for f in rest)
+        line += f" Within each series: {within}."
+    tone = "good" if head.r2 >= GOOD_R2 else "mixed" if head.r2 >= FAIR_R2 else "poor"
+    return tone, line
+
+
+def _reports(cmp: Comparison) -> list[tuple[str, Report]]:
+    """The models with a full report in which some layer has a fitted α."""
+    from weightspectra.report.verdict import row_alpha
+
+    return [
+        (m.name, m.report)
+        for m in cmp.models
+        if m.report is not None and any(row_alpha(r) is not None for r in m.report.analysed)
+    ]
+
+
+def _fit_pictures(cmp: Comparison, dpi: float) -> list[Picture]:
+    from weightspectra.compare import ALL_SERIES
+    from weightspectra.report.layout import Picture, figure_img
+    from weightspectra.report.plots import plot_metric_vs_accuracy
+
+    have = [m for m in cmp.models if m.accuracy is not None]
+    groups = [m.series for m in have] if any(m.series for m in have) else None
+    ranked = [f.metric for f in best_fits(cmp)]
+    metrics = list(dict.fromkeys([*ranked, *cmp.metrics]))
+    by_metric = {f.metric: f for f in cmp.fits if f.series == ALL_SERIES}
+    pictures = []
+    for metric in metrics:
+
+        def draw(ax: Axes, metric: str = metric) -> None:
+            plot_metric_vs_accuracy(
+                [m.metrics.get(metric, math.nan) for m in have],
+                [float(m.accuracy if m.accuracy is not None else math.nan) for m in have],
+                labels=[m.name for m in have],
+                groups=groups,
+                metric=metric,
+                accuracy=str(cmp.accuracy_name),
+                ax=ax,
+            )
+
+        fit = by_metric.get(metric)
+        caption = (
+            f"{cmp.accuracy_name} against {metric}: R² {fit.r2:.2f}, τ {fit.tau:+.2f} over "
+            f"{fit.n} models; one line per series."
+            if fit is not None and math.isfinite(fit.r2)
+            else f"{cmp.accuracy_name} against {metric}, one line per series."
+        )
+        alt = f"{cmp.accuracy_name} of each model against its {metric}, with least-squares lines"
+        pictures.append(Picture(figure_img(draw, alt, FIT_FIGSIZE, dpi), caption))
+    return pictures
+
+
+def _overlay_picture(reports: list[tuple[str, Report]], dpi: float) -> Picture:
+    from weightspectra.report.layout import Picture, figure_img
+    from weightspectra.report.plots import plot_alpha_overlay
+    from weightspectra.report.verdict import alpha_band
+
+    band = alpha_band(reports[0][1])
+
+    def draw(ax: Axes) -> None:
+        plot_alpha_overlay(reports, ax, band=band)
+
+    return Picture(
+        figure_img(
+            draw, "α of every layer of each model against its relative depth", FIT_FIGSIZE, dpi
+        ),
+        "α per layer of each model, overlaid by relative depth (0 = first, 1 = last layer).",
+    )
+
+
+def comparison_html(cmp: Comparison, *, plots: bool = True, dpi: float = 100) -> str:
+    """Self-contained HTML page in the shared layout (:mod:`weightspectra.report.layout`):
+    the verdict (which metric tracks the accuracy), then the accuracy-vs-metric fits and α per
+    layer of each model overlaid by depth, then the tables of fits, models and rankings.
 
     Raises
     ------
     MissingDependencyError
         If ``plots`` is true and matplotlib is not installed.
     """
-    from weightspectra.report.html import esc, figure_img, page, table
+    from weightspectra.report.layout import (
+        Section,
+        esc,
+        header_html,
+        hero_html,
+        page_html,
+        table,
+        verdict_html,
+    )
 
-    parts = [
-        "<h1>weightspectra comparison</h1>",
-        f'<p class="muted">{len(cmp.models)} models; ranking and fits use '
-        "model-level means. Within a series, smaller α-weighted, log α-norm and log "
-        "spectral norm go with better models.</p>",
-        "<h2>Models</h2>",
-        table(_model_columns(cmp), cmp.rows(), table_id="models"),
-    ]
-    items = "".join(f"<li>{esc(ln.strip())}</li>" for ln in _ranking_lines(cmp, 50))
-    parts.append(f"<h2>Ranking (ascending)</h2><ul>{items}</ul>")
+    series = sorted({m.series for m in cmp.models if m.series})
+    meta = [f"{len(cmp.models)} models"]
+    if series:
+        meta.append(f"{len(series)} series ({esc(', '.join(series))})")
+    meta.append(f"accuracy: {esc(cmp.accuracy_name or 'none given')}")
+    meta.append(f"{len(cmp.metrics)} metrics")
+    tone, line = comparison_verdict(cmp)
+    reports = _reports(cmp)
+    pictures: list[Picture] = []
+    note = ""
+    if plots:
+        fits = _fit_pictures(cmp, dpi) if cmp.fits else []
+        overlay = [_overlay_picture(reports, dpi)] if reports else []
+        # The best fit first, then the overlay, then the other metrics.
+        pictures = fits[:1] + overlay + fits[1:]
+        if not reports:
+            note = (
+                "α per layer is drawn for models given as models or saved reports (JSON); "
+                "a CSV of per-model summaries has no layers."
+            )
+    sections = []
     if cmp.fits:
-        note = esc(FIT_NOTE.format(acc=cmp.accuracy_name))
-        parts.append(f'<h2>Fits</h2><p class="muted">{note}</p>')
+        fit_note = esc(FIT_NOTE.format(acc=cmp.accuracy_name))
         fit_rows = [{_FIT_HEADER.get(k, k): v for k, v in r.items()} for r in cmp.fit_rows()]
-        parts.append(table([_FIT_HEADER.get(c, c) for c in FIT_COLUMNS], fit_rows, table_id="fits"))
-    if plots and cmp.fits:
-        from weightspectra.report.plots import plot_metric_vs_accuracy
-
-        have = [m for m in cmp.models if m.accuracy is not None]
-        groups = [m.series for m in have] if any(m.series for m in have) else None
-        figs = []
-        for metric in cmp.metrics:
-
-            def draw(ax: Any, metric: str = metric) -> None:
-                plot_metric_vs_accuracy(
-                    [m.metrics.get(metric, math.nan) for m in have],
-                    [float(m.accuracy or math.nan) for m in have],
-                    labels=[m.name for m in have],
-                    groups=groups,
-                    metric=metric,
-                    accuracy=str(cmp.accuracy_name),
-                    ax=ax,
-                )
-
-            figs.append(figure_img(draw, f"{cmp.accuracy_name} vs {metric}", (5.2, 3.6), dpi))
-        parts.append(
-            f'<h2>Accuracy against each metric</h2><div class="plots">{"".join(figs)}</div>'
+        sections.append(
+            Section(
+                "fits-section",
+                "Fits",
+                f'<p class="muted">{fit_note}</p><div class="scroll">'
+                + table([_FIT_HEADER.get(c, c) for c in FIT_COLUMNS], fit_rows, table_id="fits")
+                + "</div>",
+            )
         )
-    reports = [
-        (m.name, m.report)
-        for m in cmp.models
-        if m.report is not None
-        and any(isinstance(r.metrics.get("alpha"), float) for r in m.report.analysed)
-    ]
-    if plots and reports:
-        from weightspectra.report.plots import ALPHA_BAND, metric_by_depth
-
-        def flows(ax: Any) -> None:
-            ax.axhspan(*ALPHA_BAND, color="tab:green", alpha=0.1)
-            for name, report in reports:
-                pos, vals, _ = metric_by_depth(report, "alpha")
-                ax.plot(pos, vals, marker=".", lw=1, label=name)
-            ax.set_xlabel("layer (order among analysed rows)")
-            ax.set_ylabel("α")
-            ax.legend(fontsize=7)
-            ax.set_title("correlation flows", fontsize=9)
-
-        parts.append(
-            f'<h2>Correlation flows</h2><div class="plots">'
-            f"{figure_img(flows, 'correlation flows', (7, 3.8), dpi)}</div>"
+    sections.append(
+        Section(
+            "models-section",
+            "Models",
+            '<p class="muted">Ranking and fits use model-level means. Within a series, smaller '
+            "α-weighted, log α-norm and log spectral norm go with better models.</p>"
+            '<div class="scroll">'
+            + table(_model_columns(cmp), cmp.rows(), table_id="models")
+            + "</div>",
         )
-    return page("weightspectra comparison", "\n".join(parts))
+    )
+    items = "".join(f"<li>{esc(ln.strip())}</li>" for ln in _ranking_lines(cmp, 50))
+    sections.append(Section("ranking", "Ranking (ascending)", f'<ul class="tight">{items}</ul>'))
+    return page_html(
+        title="weightspectra comparison",
+        header=header_html("weightspectra comparison", meta),
+        verdict=verdict_html(tone, f"<b>{esc(line)}</b>"),
+        hero=hero_html(pictures, note, min_width=400),
+        sections=sections,
+    )
+
+
+def comparison_repr(cmp: Comparison) -> str:
+    """Plain text for ``repr``: the models and the verdict."""
+    names = ", ".join(cmp.names[:6]) + (", …" if len(cmp.names) > 6 else "")
+    return (
+        f"<weightspectra Comparison of {len(cmp.models)} models ({names})>\n"
+        f"{comparison_verdict(cmp)[1]}"
+    )
+
+
+def comparison_summary_html(cmp: Comparison, *, plot: bool = True, dpi: float = 80) -> str:
+    """A compact HTML summary for a notebook: the verdict and the best fit's picture (or the
+    overlay of the models' α when there are no accuracies)."""
+    from weightspectra.errors import MissingDependencyError
+    from weightspectra.report.layout import esc, verdict_html
+
+    tone, line = comparison_verdict(cmp)
+    picture = ""
+    if plot:
+        try:
+            if cmp.fits:
+                picture = _fit_pictures(cmp, dpi)[0].html()
+            elif reports := _reports(cmp):
+                picture = _overlay_picture(reports, dpi).html()
+        except MissingDependencyError:  # no matplotlib: the verdict alone still helps
+            picture = ""
+    return (
+        f"<div><p><b>weightspectra comparison</b> of {len(cmp.models)} models</p>"
+        f"{verdict_html(tone, esc(line), element_id='')}"
+        f'<div style="max-width:520px">{picture}</div>'
+        '<p style="color:#555">cmp.to_html("cmp.html") writes the full page.</p></div>'
+    )

@@ -6,6 +6,7 @@ import csv
 import io
 import math
 from collections import Counter
+from dataclasses import dataclass
 from enum import Enum
 
 from weightspectra import schema
@@ -80,13 +81,22 @@ def to_csv(report: Report, include: str = "analysed") -> str:
     return buf.getvalue()
 
 
-def _grid(header: list[str], body: list[list[str]], left: set[int]) -> list[str]:
-    widths = [
+def grid_widths(header: list[str], body: list[list[str]]) -> list[int]:
+    """Width of each column of an aligned text grid (:func:`_grid`)."""
+    return [
         max(len(h), *(len(r[i]) for r in body)) if body else len(h) for i, h in enumerate(header)
     ]
 
+
+#: What separates the columns of an aligned text grid.
+GRID_SEP = "  "
+
+
+def _grid(header: list[str], body: list[list[str]], left: set[int]) -> list[str]:
+    widths = grid_widths(header, body)
+
     def line(cells: list[str]) -> str:
-        return "  ".join(
+        return GRID_SEP.join(
             c.ljust(w) if i in left else c.rjust(w)
             for i, (c, w) in enumerate(zip(cells, widths, strict=True))
         ).rstrip()
@@ -156,16 +166,48 @@ def _diagnostic_lines(report: Report) -> list[str]:
     return ["", *lines] if lines else []
 
 
-def to_table(report: Report, include: str = "analysed") -> str:
-    """Aligned text table of the main columns, the model summary, and what was not analysed."""
+@dataclass(frozen=True)
+class TableCells:
+    """The cells of the terminal table before they are aligned: its column names, header,
+    body (text cells, one list per row), the rows they came from, and the left-aligned
+    columns. :func:`to_table` aligns them; a colour renderer finds each cell by
+    :meth:`spans`."""
+
+    columns: list[str]
+    header: list[str]
+    body: list[list[str]]
+    rows: list[dict[str, Value]]
+    left: set[int]
+
+    def spans(self) -> list[tuple[int, int]]:
+        """(start, end) character offsets of each column within a line of the table."""
+        out, pos = [], 0
+        for w in grid_widths(self.header, self.body):
+            out.append((pos, pos + w))
+            pos += w + len(GRID_SEP)
+        return out
+
+
+def table_cells(report: Report, include: str = "analysed") -> TableCells:
+    """The cells of :func:`to_table`'s layer table."""
     rows = report.rows(include)
     cols = table_columns(rows)
     if include == "all":
         cols += ["status", "reason"]
-    header = [_header(c) for c in cols]
-    body = [[fmt_value(r.get(c)) for c in cols] for r in rows]
-    left = {i for i, c in enumerate(cols) if _is_left(c)}
-    out = _grid(header, body, left) if rows else ["(no layer was analysed)"]
+    return TableCells(
+        columns=cols,
+        header=[_header(c) for c in cols],
+        body=[[fmt_value(r.get(c)) for c in cols] for r in rows],
+        rows=rows,
+        left={i for i, c in enumerate(cols) if _is_left(c)},
+    )
+
+
+def to_table(report: Report, include: str = "analysed") -> str:
+    """Aligned text table of the main columns, the model summary, and what was not analysed."""
+    cells = table_cells(report, include)
+    rows = cells.rows
+    out = _grid(cells.header, cells.body, cells.left) if rows else ["(no layer was analysed)"]
     out += ["", *_summary_lines(report)]
     extra = _not_analysed(report)
     if extra:

@@ -357,6 +357,26 @@ class Report:
             "layers": [r.to_dict() for r in self.layers],
         }
 
+    def __repr__(self) -> str:
+        """A few lines: the source, the counts and mean α, and the verdict."""
+        from weightspectra.report.verdict import verdict
+
+        s = self.summary
+        alpha = s.get("alpha")
+        mean = f", mean α {alpha:.2f}" if isinstance(alpha, (int, float)) else ""
+        counts = (
+            f"{len(self.analysed)} analysed, {len(self.skipped)} skipped, "
+            f"{len(self.failed)} failed{mean}"
+        )
+        return f"<weightspectra Report of {self.source}: {counts}>\n{verdict(self).line()}"
+
+    def _repr_html_(self) -> str:
+        """The compact notebook summary: verdict, means, correlation flow
+        (:func:`weightspectra.report.html.report_summary_html`)."""
+        from weightspectra.report.html import report_summary_html
+
+        return report_summary_html(self)
+
     def to_html(self, path: str | Path | None = None, **kwargs: Any) -> str:
         """A self-contained HTML report (written to ``path`` when given); keyword arguments go
         to :func:`weightspectra.report.html.report_html` (``plots``, ``dpi``, ...)."""

@@ -19,6 +19,7 @@ from weightspectra.sources.gguf import GgufFile
 from weightspectra.sources.keras import KerasSource
 from weightspectra.sources.naming import type_entries
 from weightspectra.sources.onnx import OnnxFile
+from weightspectra.sources.peft import PeftAdapterFolder
 from weightspectra.sources.quantized import QuantizedSafetensors
 from weightspectra.sources.safetensors import SafetensorsFile, SafetensorsFolder
 from weightspectra.sources.torch import TorchFile, TorchFolder, TorchModule, TorchStateDict
@@ -28,7 +29,7 @@ ACCEPTED = (
     "an nn.Module, a state dict, a dict of numpy arrays, a pytree of numpy/jax arrays (Flax "
     "params), or a path to a .safetensors file (GPTQ/AWQ quantised ones too), a Flax .msgpack "
     "checkpoint, an .onnx model (external data beside it), a Keras model, .keras archive, "
-    ".weights.h5 or legacy .h5 file, "
+    ".weights.h5 or legacy .h5 file, a PEFT LoRA adapter folder (adapter_config.json), "
     "a .pt/.pth/.bin state-dict file, a .gguf (llama.cpp) file, a .npz file, or a folder of "
     "(sharded) safetensors or pytorch_model*.bin files"
 )
@@ -160,6 +161,7 @@ BUILTIN_ADAPTERS: tuple[SourceAdapter, ...] = (
     SafetensorsFile(),
     OnnxFile(),
     FlaxMsgpackFile(),
+    PeftAdapterFolder(),
     SafetensorsFolder(),
     GgufFile(),
     TorchFolder(),

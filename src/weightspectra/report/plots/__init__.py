@@ -13,15 +13,24 @@ randomised eigenvalues) are drawn when a layer has them and left out quietly whe
 
 from weightspectra.report.plots._figure import (
     ALPHA_BAND,
+    FIT_COLOUR,
     MAX_SCAN_CANDIDATES,
+    PAGE_STYLE,
+    TYPE_COLOURS,
     figure_png,
     new_figure,
+    page_style,
     save_figure,
+    type_colour,
 )
 from weightspectra.report.plots.layer import (
+    bulk_view,
     layer_figsize,
+    layer_grid,
     layer_panels,
     layout_layer_figure,
+    log_bin_count,
+    log_binned_density,
     mp_edge,
     plot_esd_linear,
     plot_esd_loglog,
@@ -33,23 +42,37 @@ from weightspectra.report.plots.layer import (
 from weightspectra.report.plots.model import (
     metric_by_depth,
     plot_alpha_histogram,
+    plot_alpha_over_steps,
+    plot_alpha_overlay,
     plot_correlation_flow,
     plot_metric_depth,
     plot_metric_vs_accuracy,
     save_report_plots,
 )
+from weightspectra.report.verdict import alpha_band
 
 __all__ = [
     "ALPHA_BAND",
+    "FIT_COLOUR",
     "MAX_SCAN_CANDIDATES",
+    "PAGE_STYLE",
+    "TYPE_COLOURS",
+    "alpha_band",
+    "bulk_view",
     "figure_png",
     "layer_figsize",
+    "layer_grid",
     "layer_panels",
     "layout_layer_figure",
+    "log_bin_count",
+    "log_binned_density",
     "metric_by_depth",
     "mp_edge",
     "new_figure",
+    "page_style",
     "plot_alpha_histogram",
+    "plot_alpha_over_steps",
+    "plot_alpha_overlay",
     "plot_correlation_flow",
     "plot_esd_linear",
     "plot_esd_loglog",
@@ -61,4 +84,5 @@ __all__ = [
     "randomized_evals",
     "save_figure",
     "save_report_plots",
+    "type_colour",
 ]

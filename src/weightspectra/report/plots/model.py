@@ -3,7 +3,7 @@ comparison of models (accuracy against a metric)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -11,32 +11,26 @@ import numpy as np
 
 from weightspectra.errors import InputError
 from weightspectra.report.plots._figure import (
-    _TYPE_COLOURS,
     ALPHA_BAND,
     _axes,
     _metric,
     figure_png,
     new_figure,
     save_figure,
+    type_colour,
 )
 from weightspectra.report.plots.layer import (
     layer_figsize,
+    layer_grid,
     layer_panels,
     layout_layer_figure,
     plot_layer,
 )
 from weightspectra.report.results import Report
+from weightspectra.report.verdict import alpha_band
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
-
-
-def alpha_band(report: Report) -> tuple[float, float]:
-    """The α band of the analysis: (``over_trained_alpha``, ``under_trained_alpha``) as the
-    user set them (2–6 by default)."""
-    low = report.option("over_trained_alpha", ALPHA_BAND[0])
-    high = report.option("under_trained_alpha", ALPHA_BAND[1])
-    return float(low), float(high)
 
 
 def _check_report(report: Report) -> None:
@@ -74,14 +68,6 @@ def metric_by_depth(report: Report, metric: str) -> tuple[np.ndarray, np.ndarray
     return np.asarray(pos), np.asarray(vals), types
 
 
-def _type_colour(layer_type: str, order: list[str]) -> str:
-    if layer_type in _TYPE_COLOURS:
-        return _TYPE_COLOURS[layer_type]
-    if layer_type not in order:
-        order.append(layer_type)
-    return f"C{(order.index(layer_type) + 4) % 10}"
-
-
 def plot_metric_depth(
     report: Report,
     metric: str = "alpha",
@@ -103,14 +89,13 @@ def plot_metric_depth(
     if band is not None:
         ax.axhspan(*band, color="tab:green", alpha=0.1, label=f"{band[0]:g}–{band[1]:g}")
     ax.plot(pos, vals, color="0.75", lw=0.8, zorder=1)
-    extra: list[str] = []
     for lt in dict.fromkeys(types):
         sel = np.array([t == lt for t in types])
-        ax.scatter(pos[sel], vals[sel], s=16, color=_type_colour(lt, extra), label=lt, zorder=2)
+        ax.scatter(pos[sel], vals[sel], s=22, color=type_colour(lt), label=lt, zorder=2)
     ax.set_xlabel("layer (order among analysed rows)")
     ax.set_ylabel(metric)
-    ax.legend(fontsize=7, loc="best")
-    ax.set_title(f"{metric} by depth", fontsize=9)
+    ax.legend(loc="best")
+    ax.set_title(f"{metric} by depth")
     return ax
 
 
@@ -126,14 +111,14 @@ def plot_correlation_flow(report: Report, ax: Axes | None = None) -> Axes:
         If matplotlib is not installed.
     """
     ax = plot_metric_depth(report, "alpha", ax, band=alpha_band(report))
-    ax.set_title("correlation flow: α by depth", fontsize=9)
+    ax.set_title("correlation flow: α by depth")
     ax.set_ylabel("α")
     return ax
 
 
 def plot_alpha_histogram(report: Report, ax: Axes | None = None, bins: int = 20) -> Axes:
-    """Histogram of the layers' α, the analysis' α band (2–6 by default) shaded and the mean
-    marked.
+    """Histogram of the layers' α, stacked by layer type (in the type colours of every plot),
+    the analysis' α band (2–6 by default) shaded and the mean marked.
 
     Raises
     ------
@@ -142,17 +127,24 @@ def plot_alpha_histogram(report: Report, ax: Axes | None = None, bins: int = 20)
     MissingDependencyError
         If matplotlib is not installed.
     """
-    _, vals, _ = metric_by_depth(report, "alpha")
+    _, vals, types = metric_by_depth(report, "alpha")
     ax = _axes(ax)
     ax.axvspan(*alpha_band(report), color="tab:green", alpha=0.1)
-    ax.hist(vals, bins=bins, color="tab:blue", alpha=0.7)
-    ax.axvline(
-        float(vals.mean()), color="tab:red", ls="--", lw=1, label=f"mean α={vals.mean():.2f}"
+    kinds = list(dict.fromkeys(types))
+    edges = np.histogram_bin_edges(vals, bins=bins)
+    ax.hist(
+        [vals[np.array([t == k for t in types])] for k in kinds],
+        bins=edges.tolist(),
+        stacked=True,
+        color=[type_colour(k) for k in kinds],
+        label=kinds,
+        alpha=0.85,
     )
+    ax.axvline(float(vals.mean()), color="0.15", ls="--", lw=1.2, label=f"mean α={vals.mean():.2f}")
     ax.set_xlabel("α")
     ax.set_ylabel("layers")
-    ax.legend(fontsize=7)
-    ax.set_title(f"α of {vals.size} layers", fontsize=9)
+    ax.legend()
+    ax.set_title(f"α of {vals.size} layers")
     return ax
 
 
@@ -221,12 +213,132 @@ def plot_metric_vs_accuracy(
             ax.plot(grid, slope * grid + intercept, color=colour, lw=1)
     if labels is not None:
         for xi, yi, lab in zip(x, y, labels, strict=True):
-            ax.annotate(lab, (xi, yi), fontsize=6, xytext=(2, 2), textcoords="offset points")
+            ax.annotate(
+                lab, (xi, yi), fontsize="x-small", xytext=(2, 2), textcoords="offset points"
+            )
     ax.set_xlabel(metric)
     ax.set_ylabel(accuracy)
     if groups is not None:
-        ax.legend(fontsize=7)
-    ax.set_title(f"{accuracy} vs {metric}", fontsize=9)
+        ax.legend()
+    ax.set_title(f"{accuracy} vs {metric}")
+    return ax
+
+
+def plot_alpha_overlay(
+    reports: Sequence[tuple[str, Report]],
+    ax: Axes | None = None,
+    band: tuple[float, float] = ALPHA_BAND,
+) -> Axes:
+    """α per layer of several models overlaid by relative depth (0 = first analysed layer,
+    1 = last), one line per model; ``band`` is shaded.
+
+    Depth is relative so that models of different depths share the axis (a 16-layer and a
+    152-layer network are both drawn over [0, 1]).
+
+    Parameters
+    ----------
+    reports : sequence of (str, Report)
+        Label and report of each model (a comparison's models, or a run's checkpoints in order).
+    ax : Axes, optional
+    band : (float, float)
+        The α band to shade (the analyses' thresholds; 2–6 by default).
+
+    Returns
+    -------
+    Axes
+
+    Raises
+    ------
+    InputError
+        If ``reports`` is empty or no report has a fitted α.
+    MissingDependencyError
+        If matplotlib is not installed.
+    """
+    if not reports:
+        raise InputError("plot_alpha_overlay needs at least one (label, report) pair")
+    curves = []
+    for label, report in reports:
+        _check_report(report)
+        try:
+            pos, vals, _ = metric_by_depth(report, "alpha")
+        except InputError:
+            continue
+        n = max(len(report.analysed) - 1, 1)
+        curves.append((label, pos / n, vals))
+    if not curves:
+        raise InputError("no report of the comparison has a fitted α to draw")
+    ax = _axes(ax)
+    ax.axhspan(*band, color="tab:green", alpha=0.1, label=f"{band[0]:g}–{band[1]:g}")
+    for k, (label, depth, vals) in enumerate(curves):
+        ax.plot(depth, vals, marker=".", ms=5, lw=1.2, color=f"C{k % 10}", label=label)
+    ax.set_xlabel("relative depth (first → last analysed layer)")
+    ax.set_ylabel("α")
+    ax.legend(loc="best", ncols=1 + len(curves) // 8)
+    ax.set_title(f"α per layer of {len(curves)} models, by depth")
+    return ax
+
+
+def plot_alpha_over_steps(
+    series: Mapping[str, Sequence[tuple[float, float]]],
+    ax: Axes | None = None,
+    *,
+    layer_types: Mapping[str, str] | None = None,
+    band: tuple[float, float] = ALPHA_BAND,
+) -> Axes:
+    """α of each layer over the steps of a run or checkpoint series, one thin line per layer
+    (in the colour of its type when ``layer_types`` is given, grey otherwise) and the mean over
+    layers at each step in bold; ``band`` is shaded.
+
+    Parameters
+    ----------
+    series : mapping of str to sequence of (step, α)
+        Per layer, its α at each step (the shape of ``Run.series("alpha")``); non-finite values
+        are left out.
+    ax : Axes, optional
+    layer_types : mapping of str to str, optional
+        Layer type of each layer (for the colours).
+    band : (float, float)
+        The α band to shade (2–6 by default).
+
+    Returns
+    -------
+    Axes
+
+    Raises
+    ------
+    InputError
+        If no layer has a finite α at any step.
+    MissingDependencyError
+        If matplotlib is not installed.
+    """
+    curves: dict[str, np.ndarray] = {}
+    by_step: dict[float, list[float]] = {}
+    for name, points in series.items():
+        pts = sorted((float(s), float(a)) for s, a in points if np.isfinite(a) and np.isfinite(s))
+        if pts:
+            curves[name] = np.asarray(pts, dtype=np.float64)
+        for step, alpha in pts:
+            by_step.setdefault(step, []).append(alpha)
+    if not curves:
+        raise InputError("no layer has a finite α at any step; nothing to draw")
+    ax = _axes(ax)
+    ax.axhspan(*band, color="tab:green", alpha=0.1, label=f"{band[0]:g}–{band[1]:g}")
+    types = layer_types or {}
+    labelled: set[str] = set()
+    for name, xy in curves.items():
+        kind = types.get(name)
+        colour = type_colour(kind) if kind is not None else "0.6"
+        label = kind if kind is not None and kind not in labelled else None
+        if label is not None:
+            labelled.add(label)
+        ax.plot(xy[:, 0], xy[:, 1], color=colour, lw=0.8, alpha=0.6, label=label)
+    steps = np.array(sorted(by_step))
+    means = np.array([np.mean(by_step[step]) for step in sorted(by_step)])
+    ax.plot(steps, means, color="0.1", lw=2.2, marker="o", ms=4, label="mean α")
+    ax.set_xlabel("step")
+    ax.set_ylabel("α")
+    ax.legend(loc="best")
+    ax.set_title(f"α of {len(curves)} layers over {steps.size} steps")
     return ax
 
 
@@ -263,7 +375,9 @@ def save_report_plots(report: Report, directory: str | Path, dpi: float = 100) -
     for k, row in enumerate(report.analysed):
         safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in row.name)[:80]
         n_panels = len(layer_panels(row))
-        fig, axs = new_figure(n_panels, 1, figsize=layer_figsize(n_panels), managed=False)
+        cols, rows = layer_grid(n_panels)
+        fig, axs = new_figure(cols, rows, figsize=layer_figsize(n_panels), managed=False)
+        axs = axs[:n_panels]
         layout_layer_figure(fig)
         plot_layer(row, axs, band=alpha_band(report))
         path = out_dir / f"layer{k:04d}_{safe}.png"
