@@ -168,3 +168,30 @@ def test_cli_diff(rng: np.random.Generator, tmp_path: Path) -> None:
     err = io.StringIO()
     assert run(["diff", str(fa), str(tmp_path / "nope.npz")], io.StringIO(), err) == 2
     assert err.getvalue().count("\n") == 1
+
+
+def test_diff_page_opens_with_the_verdict_and_pictures(
+    rng: np.random.Generator, tmp_path: Path
+) -> None:
+    """The diff page has the analysis and comparison pages' shape: header, verdict (naming the
+    layer that moved most, by ‖ΔW‖/‖W‖ computed here), two pictures, then the table."""
+    pytest.importorskip("matplotlib")
+    a, b = _pair(rng)
+    page = ws.distances(a, b).to_html()
+    order = [page.index(m) for m in ("<header>", 'id="verdict"', 'id="hero"', 'id="layers"')]
+    assert order == sorted(order)
+    verdict = page[page.index('id="verdict"') :].split("</p>", 1)[0]
+    l0 = float(
+        np.linalg.norm(b["model.l0.weight"] - a["l0.weight"]) / np.linalg.norm(a["l0.weight"])
+    )
+    # l1 doubled: ‖ΔW‖/‖W‖ = 1.0, the most changed; then l0; the head is unpaired
+    assert "2 layers paired, 1 unpaired" in verdict and 'class="verdict mixed"' in verdict
+    assert verdict.index("l1 (100.0%)") < verdict.index(f"l0 ({l0:.1%})")
+    hero = page[page.index('id="hero"') :].split("</section>", 1)[0]
+    assert hero.count("<img ") == 2 and hero.count('alt="') == 2
+    fa, fb, html_path = tmp_path / "a.npz", tmp_path / "b.npz", tmp_path / "diff.html"
+    np.savez(fa, **a)
+    np.savez(fb, **b)
+    err = io.StringIO()
+    assert run(["diff", str(fa), str(fb), "--report", str(html_path)], io.StringIO(), err) == 0
+    assert html_path.read_text().count("<img ") == 2 and "wrote the HTML page" in err.getvalue()

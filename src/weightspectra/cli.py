@@ -241,6 +241,9 @@ def _add_diff_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     )
     p.add_argument("--output", "-o", type=Path, help="write the output to this file")
     p.add_argument("--plot", type=Path, metavar="PATH", help="also write a plot (png, svg, pdf)")
+    p.add_argument(
+        "--report", type=Path, metavar="PATH", help="also write a self-contained HTML page"
+    )
     p.add_argument("--min-evals", type=int, default=8, help="for the ESD fits")
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
 
@@ -259,6 +262,9 @@ def _run_diff(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     if args.plot is not None:
         result.plot(args.plot)
         stderr.write(f"weightspectra: wrote the plot to {args.plot}\n")
+    if args.report is not None:
+        result.to_html(args.report)
+        stderr.write(f"weightspectra: wrote the HTML page to {args.report}\n")
     return EXIT_OK
 
 

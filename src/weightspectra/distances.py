@@ -263,6 +263,85 @@ class Distances:
         save_figure(fig, path)
         return fig
 
+    def verdict(self) -> tuple[str, str]:
+        """The page's tone and one line: how far ``b`` moved from ``a``, and where most."""
+        paired = [r for r in self.rows if not r["reason"]]
+        if not paired:
+            return "poor", "No layer of the two models could be paired by name."
+        moved = [r for r in paired if math.isfinite(float(r["frobenius_rel"]))]
+        top = sorted(moved, key=lambda r: -float(r["frobenius_rel"]))[:3]
+        where = ", ".join(f"{r['name']} ({float(r['frobenius_rel']):.1%})" for r in top)
+        mean_rel = self.summary.get("frobenius_rel", math.nan)
+        mean_cka = self.summary.get("cka", math.nan)
+        unpaired = len(self.rows) - len(paired)
+        tone = "good" if unpaired == 0 else "mixed"
+        line = (
+            f"{len(paired)} layers paired"
+            + (f", {unpaired} unpaired" if unpaired else "")
+            + f"; weights moved by {mean_rel:.1%} on average (relative Frobenius), centred CKA "
+            f"{mean_cka:.3f}. Most changed: {where}."
+        )
+        return tone, line
+
+    def to_html(self, path: str | Path | None = None, *, dpi: float = 100) -> str:
+        """A self-contained page in the shared page shape (:mod:`weightspectra.report.layout`):
+        the verdict, the relative change and Δα per layer by depth, then the table; written
+        to ``path`` if given.
+
+        Raises
+        ------
+        MissingDependencyError
+            If matplotlib is not installed.
+        """
+        from weightspectra.report.layout import (
+            Picture,
+            Section,
+            esc,
+            figure_img,
+            header_html,
+            hero_html,
+            page_html,
+            table,
+            verdict_html,
+        )
+
+        paired = [r for r in self.rows if not r["reason"]]
+        x = np.arange(len(paired))
+
+        def by_depth(column: str, label: str) -> Any:
+            def draw(ax: Any) -> None:
+                ax.plot(x, [float(r[column]) for r in paired], "o-", ms=3)
+                ax.set_xlabel("paired layer (model order)")
+                ax.set_ylabel(label)
+                ax.set_title(f"{label} per layer")
+
+            return draw
+
+        pictures = []
+        if paired:
+            for column, label in (("frobenius_rel", "‖ΔW‖ / ‖W‖"), ("delta_alpha", "Δα")):
+                alt = f"{label} of each paired layer against its depth"
+                pictures.append(Picture(figure_img(by_depth(column, label), alt, dpi=dpi), alt))
+        tone, line = self.verdict()
+        rows = [{c: r[c] for c in TABLE_COLUMNS} for r in self.rows]
+        page = page_html(
+            title=f"weightspectra diff: {Path(self.a).name} → {Path(self.b).name}",
+            header=header_html(
+                esc(f"{Path(self.a).name} → {Path(self.b).name}"),
+                [f'<span title="{esc(self.a)}">a</span>', f'<span title="{esc(self.b)}">b</span>'],
+            ),
+            verdict=verdict_html(tone, esc(line)),
+            hero=hero_html(pictures, min_width=400),
+            sections=[
+                Section("layers", "Layers", table(list(TABLE_COLUMNS), rows, table_id="diff"))
+            ],
+        )
+        if path is not None:
+            target = Path(path)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(page, encoding="utf-8")
+        return page
+
 
 #: What :meth:`Distances.plot` draws.
 PLOT_COLUMNS = ("frobenius_rel", "cka", "overlap_out", "delta_alpha")

@@ -140,3 +140,18 @@ def test_html_page_in_chromium(tmp_path: Path) -> None:
     assert len(images) == 6
     assert all(im["complete"] and im["w"] > 0 and 0 < im["bw"] <= width for im in images)
     assert scroll <= width and not errors
+
+
+def test_html_page_has_the_shared_page_shape(tmp_path: Path) -> None:
+    """Header, verdict naming the alarm, the two first-screen pictures, then the sections, as
+    the analysis and comparison pages are laid out (report.layout)."""
+    pytest.importorskip("matplotlib")
+    from weightspectra.training.html import run_html
+
+    page = run_html(read_run(make_run(tmp_path / "run")))
+    order = [page.index(m) for m in ("<header>", 'id="verdict"', 'id="hero"', 'id="alarms"')]
+    assert order == sorted(order)
+    verdict = page[page.index('id="verdict"') :].split("</p>", 1)[0]
+    assert 'class="verdict poor"' in verdict and "alpha-low-traps" in verdict
+    hero = page[page.index('id="hero"') :].split("</section>", 1)[0]
+    assert hero.count("<img ") == 2

@@ -1,33 +1,46 @@
-"""A self-contained HTML page of a run: the summary, the pictures of
-:mod:`~weightspectra.training.plots` (embedded PNG), the alarms and the last step's layers."""
+"""A self-contained HTML page of a run, in the shared page shape of
+:mod:`weightspectra.report.layout` (header, verdict, the first screen's pictures, then the
+sections): α per layer and step and the correlation flow first, then α lines, phases, ranks,
+the logged numbers, the alarms and the last step's layers."""
 
 from __future__ import annotations
 
-import base64
-import html
 import os
 from pathlib import Path
 
+from weightspectra.report.layout import (
+    Picture,
+    Section,
+    esc,
+    header_html,
+    hero_html,
+    img,
+    page_html,
+    table,
+    verdict_html,
+)
 from weightspectra.training import plots
-from weightspectra.training.render import _num
 from weightspectra.training.run import Run
 
 __all__ = ["run_html", "write_run_html"]
 
-_CSS = """
-body { font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 70em; color: #222; }
-h1 { font-size: 1.4em; } h2 { font-size: 1.15em; margin-top: 1.6em; }
-table { border-collapse: collapse; font-size: 0.85em; }
-th, td { border-bottom: 1px solid #ddd; padding: 0.2em 0.6em; text-align: left; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
-img { max-width: 100%; display: block; margin: 0.5em 0; }
-.meta { color: #555; }
-"""
+#: Columns of the last step's table.
+LAST_COLUMNS = ("alpha", "phase", "mp_softrank", "stable_rank", "num_spikes", "num_traps")
 
 
-def _img(png: bytes, alt: str) -> str:
-    data = base64.b64encode(png).decode("ascii")
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+def run_verdict(run: Run) -> tuple[str, str]:
+    """The page's tone (``good``: no alarm; ``poor``: some) and its one line, as HTML."""
+    steps = run.step_numbers
+    if not steps:
+        return "mixed", "No step recorded yet."
+    span = f"{len(steps)} steps recorded ({steps[0]} … {steps[-1]})"
+    if not run.events:
+        return "good", esc(f"{span}; no alarm fired.")
+    first = sorted(run.events, key=lambda a: a.step)[:3]
+    named = "; ".join(f"{a.kind.value} on {a.layer} at step {a.step}" for a in first)
+    more = f" and {len(run.events) - 3} more" if len(run.events) > 3 else ""
+    count = f"{len(run.events)} alarm{'s' if len(run.events) > 1 else ''}"
+    return "poor", esc(f"{span}; {count}: {named}{more}.")
 
 
 def run_html(run: Run, *, title: str | None = None, dpi: float = 90) -> str:
@@ -41,60 +54,56 @@ def run_html(run: Run, *, title: str | None = None, dpi: float = 90) -> str:
     steps = run.step_numbers
     config = run.meta.get("config", {})
     head = title or f"weightspectra run: {run.path.name}"
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>{html.escape(head)}</title><style>{_CSS}</style></head><body>",
-        f"<h1>{html.escape(head)}</h1>",
-        f'<p class="meta">{html.escape(str(run.path))} · {config.get("producer", "?")} · '
-        f"{len(steps)} steps recorded"
-        + (f" ({steps[0]} … {steps[-1]})" if steps else "")
-        + f" · {len(run.layer_names)} layers · precision {run.options.get('precision')}</p>",
+    meta = [
+        f'<span title="{esc(run.path)}">{esc(run.path.name)}</span>',
+        esc(config.get("producer", "?")),
+        esc(f"{len(steps)} steps recorded" + (f" ({steps[0]} … {steps[-1]})" if steps else "")),
+        esc(f"{len(run.layer_names)} layers"),
+        esc(f"precision {run.options.get('precision')}"),
     ]
+    tone, line = run_verdict(run)
+
+    def picture(caption: str, fig: object) -> Picture:
+        return Picture(img(plots.figure_png(fig, dpi), caption), caption)  # type: ignore[arg-type]
+
+    hero: list[Picture] = []
+    sections: list[Section] = []
     if steps:
-        pictures = [
-            ("α per layer and step", plots.alpha_heatmap(run)),
-            ("α against step", plots.alpha_lines(run)),
-            ("Correlation flow over training", plots.correlation_flow(run)),
-            ("Phase per layer and step", plots.phase_map(run)),
-            ("MP soft rank and stable rank", plots.rank_lines(run)),
+        hero = [
+            picture("α per layer and step", plots.alpha_heatmap(run)),
+            picture("Correlation flow over training", plots.correlation_flow(run)),
+        ]
+        more = [
+            ("alpha-lines", "α against step", plots.alpha_lines(run)),
+            ("phases", "Phase per layer and step", plots.phase_map(run)),
+            ("ranks", "MP soft rank and stable rank", plots.rank_lines(run)),
         ]
         scalars = plots.scalar_lines(run)
         if scalars is not None:
-            pictures.append(("Logged training numbers", scalars))
-        for caption, fig in pictures:
-            parts.append(f"<h2>{html.escape(caption)}</h2>")
-            parts.append(_img(plots.figure_png(fig, dpi), caption))
-    parts.append(f"<h2>Alarms ({len(run.events)})</h2>")
-    if run.events:
-        parts.append(
-            "<table><tr><th>first step</th><th>kind</th><th>layer</th><th>detail</th></tr>"
-        )
-        for a in run.events:
-            parts.append(
-                f'<tr><td class="num">{a.step}</td><td>{html.escape(a.kind.value)}</td>'
-                f"<td>{html.escape(a.layer)}</td><td>{html.escape(a.detail)}</td></tr>"
-            )
-        parts.append("</table>")
-    else:
-        parts.append("<p>None.</p>")
+            more.append(("logged", "Logged training numbers", scalars))
+        sections += [Section(i, t, picture(t, fig).html()) for i, t, fig in more]
+    alarm_rows = [
+        {"first step": a.step, "kind": a.kind.value, "layer": a.layer, "detail": a.detail}
+        for a in run.events
+    ]
+    alarms = (
+        table(["first step", "kind", "layer", "detail"], alarm_rows, table_id="alarms-table")
+        if alarm_rows
+        else "<p>None.</p>"
+    )
+    sections.append(Section("alarms", f"Alarms ({len(run.events)})", alarms))
     if steps:
         last = [r for r in run.layers if int(r["step"]) == steps[-1]]
-        parts.append(f"<h2>Layers at step {steps[-1]}</h2>")
-        columns = ("alpha", "phase", "mp_softrank", "stable_rank", "num_spikes", "num_traps")
-        parts.append(
-            "<table><tr><th>layer</th>" + "".join(f"<th>{c}</th>" for c in columns) + "</tr>"
-        )
-        for r in last:
-            cells = []
-            for c in columns:
-                v = r.get(c)
-                text = _num(v, ".3g") if not isinstance(v, str) else v
-                cells.append(f'<td class="num">{html.escape(text)}</td>')
-            parts.append(f"<tr><td>{html.escape(str(r['name']))}</td>{''.join(cells)}</tr>")
-        parts.append("</table>")
-    parts.append("</body></html>")
-    return "\n".join(parts) + "\n"
+        rows = [{"layer": str(r["name"]), **{c: r.get(c) for c in LAST_COLUMNS}} for r in last]
+        body = table(["layer", *LAST_COLUMNS], rows, table_id="last-step")
+        sections.append(Section("last-step", f"Layers at step {steps[-1]}", body))
+    return page_html(
+        title=head,
+        header=header_html(esc(head), meta),
+        verdict=verdict_html(tone, line),
+        hero=hero_html(hero),
+        sections=sections,
+    )
 
 
 def write_run_html(
