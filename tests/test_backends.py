@@ -185,6 +185,9 @@ def test_cpu_solver_stays_on_lapack_in_a_multithreaded_worker(
     monkeypatch.setattr(torch_backend, "host_eigvalsh", refuse)
     monkeypatch.setattr(parallel, "in_worker_process", lambda: True)
     monkeypatch.setattr(parallel, "blas_threads_now", lambda: 2)
+    from weightspectra.backends.solvers import SolverPolicy
+
+    monkeypatch.setattr(SolverPolicy, "_blas_threads", lambda self: 2)
     gram = _spd(rng, MKL)
     np.testing.assert_array_equal(cpu_solver(gram), lapack_eigvalsh(gram))
 

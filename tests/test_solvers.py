@@ -223,3 +223,14 @@ def test_bench_solvers_prints_and_stores_the_table() -> None:
     )
     code = run(["bench-solvers", "--orders", "1"], out, err)
     assert code == 2 and "--orders must be" in err.getvalue()
+
+
+def test_the_policy_sees_the_blas_thread_count_in_force() -> None:
+    """The cached controller follows threadpool limits set after it was made."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    policy = SolverPolicy({}, load=lambda threads: None)
+    from weightspectra.runtime.parallel import blas_threads_now
+
+    assert policy._blas_threads() == blas_threads_now()
+    with threadpoolctl.threadpool_limits(limits=1, user_api="blas"):
+        assert policy._blas_threads() == 1 == blas_threads_now()

@@ -28,6 +28,10 @@ GRAM_BLOCKED_ABOVE_BYTES = 64 * 2**20
 #: embedding and 0.98× on 11008×4096 (one BLAS thread; benchmarks/bench_internals.py).
 GRAM_BLOCK_BYTES = 4 * 2**20
 
+#: Gram matrices up to this order are summed from their blocks with numpy's matmul (its own
+#: syrk), larger ones with scipy's in-place ``syrk`` (see :func:`_accumulate_gram`).
+NUMPY_ACCUMULATE_MAX_ORDER = 1024
+
 #: A spectrum engine: ``(stack (k, rows, cols), precision, what) -> k ascending eigenvalue
 #: arrays``. :func:`numpy_spectra` is the default; backends (torch) provide others.
 SpectrumEngine = Callable[[np.ndarray, Precision, str], list[np.ndarray]]
@@ -164,9 +168,19 @@ def _blocked_gram_eigenvalues(
 def _accumulate_gram(
     parts: Iterable[np.ndarray], order: int, dtype: np.dtype, tall: bool
 ) -> np.ndarray:
-    """Lower triangle of the Gram matrix (``order`` on a side, Fortran order) summed from the
+    """The Gram matrix (``order`` on a side; at least its lower triangle) summed from the
     row blocks (``tall``: ``Σ XᵢᵀXᵢ``) or column blocks (``Σ XᵢXᵢᵀ``) of one matrix, each
     block converted to ``dtype`` only when its turn comes."""
+    if order <= NUMPY_ACCUMULATE_MAX_ORDER:
+        # numpy's ``x.T @ x`` is syrk too, plus an add and a symmetric fill of order² per
+        # block: a few percent at these orders, and no scipy to import (0.1-0.15 s, a fifth
+        # of a whole MiniLM run, whose 30522×384 embeddings take this path).
+        total = np.zeros((order, order), dtype=dtype)
+        for part in parts:
+            block = np.asarray(part, dtype=dtype)
+            total += block.T @ block if tall else block @ block.T
+            del block
+        return total
     from scipy.linalg import blas  # only big matrices need it: keep the import cheap
 
     # scipy's syrk accumulates in place (numpy's ``x.T @ x`` would need an add and a symmetric
