@@ -7,7 +7,7 @@ plain dict (:class:`TensorTask`). The worker opens the path itself (its :class:`
 kept on the worker object between tasks), runs
 :func:`~weightspectra.analysis.analyze_tensor` and returns the
 :class:`~weightspectra.report.results.LayerResult` rows. No tensor and no closure goes through
-the scheduler.
+the scheduler. The worker side is :mod:`weightspectra.runtime.cluster_worker`.
 
 Tasks are submitted largest first (the priority follows), no more at a time than the cluster
 has threads (a task waiting on a worker dies with it). Each declares its memory need under
@@ -31,13 +31,11 @@ import importlib.util
 import json
 import math
 import os
-import sys
-import threading
 import uuid
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,12 +46,11 @@ from weightspectra.analysis import (
     TensorPlan,
     analyze_tensor,
     base_row,
-    gram_orders,
     make_report,
     plan,
     tensor_cost,
 )
-from weightspectra.backends import Backend, cpu_backend, resolve_backend
+from weightspectra.backends import cpu_backend
 from weightspectra.enums import Precision, Reason, Status
 from weightspectra.errors import (
     InputError,
@@ -64,9 +61,8 @@ from weightspectra.errors import (
 )
 from weightspectra.options import Options
 from weightspectra.report.results import LayerResult, Report
-from weightspectra.runtime.cache import ResultCache
-from weightspectra.runtime.parallel import available_cores
-from weightspectra.sources import Source, open_model
+from weightspectra.runtime.cluster_worker import TensorTask, open_source, run_task, worker_facts
+from weightspectra.sources import Source
 
 #: The worker resource a task's memory need is declared under (bytes), when every worker has it.
 MEMORY_RESOURCE = "MEMORY"
@@ -87,10 +83,6 @@ LOCAL_CONFIG: dict[str, object] = {
 }
 #: Seconds to wait for the first worker of a cluster that has none yet (an adaptive one).
 WAIT_FOR_WORKERS_S = 60.0
-#: Models whose opened source a worker keeps between tasks (each holds its files' maps).
-_KEPT_RUNS = 4
-#: The attribute of a Dask worker object that holds weightspectra's per-worker state.
-_STATE_ATTRIBUTE = "_weightspectra_state"
 
 
 def _require_distributed() -> Any:
@@ -100,165 +92,6 @@ def _require_distributed() -> Any:
     import distributed
 
     return distributed
-
-
-@dataclass(frozen=True)
-class TensorTask:
-    """What a worker needs to analyse some tensors of a model: paths, keys, ids and options.
-
-    Attributes
-    ----------
-    model : str
-        Absolute path of the model file or folder, as every worker sees it.
-    base : str or None
-        Absolute path of the base model of a delta (``base=``), or ``None``.
-    keys, layer_ids : tuple
-        The tensors, by key and by their position in the model (checked on the worker).
-    options : dict
-        ``Options.to_dict()`` (the cache folder made absolute).
-    threads_on_host : dict of str to int
-        Task threads of all workers of each host, for the BLAS thread budget.
-    """
-
-    model: str
-    base: str | None
-    keys: tuple[str, ...]
-    layer_ids: tuple[int, ...]
-    options: dict[str, Any]
-    threads_on_host: dict[str, int] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class _Opened:
-    """A model opened and planned on a worker, with the files' state it was opened from."""
-
-    signature: tuple[tuple[str, int, int], ...]
-    plans: tuple[TensorPlan, ...]
-    backend: Backend
-
-
-@dataclass
-class _WorkerState:
-    """What a worker keeps between tasks (on the worker object, never in a module global)."""
-
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    runs: dict[str, _Opened] = field(default_factory=dict)
-    caches: dict[str, ResultCache] = field(default_factory=dict)
-    blas_threads: int | None = None
-
-
-def _signature(path: str) -> tuple[tuple[str, int, int], ...]:
-    """Name, mtime and size of a file, or of every file in a folder: what a stale open misses."""
-    target = Path(path)
-    files = sorted(p for p in target.iterdir() if p.is_file()) if target.is_dir() else [target]
-    out = []
-    for p in files:
-        stat = p.stat()
-        out.append((p.name, stat.st_mtime_ns, stat.st_size))
-    return tuple(out)
-
-
-def _open_source(model: str, base: str | None) -> Source:
-    source = open_model(model)
-    if base is not None:
-        from weightspectra.deltas import with_base
-
-        source = with_base(source, open_model(base))
-    return source
-
-
-def _worker_state(worker: Any) -> _WorkerState:
-    state = getattr(worker, _STATE_ATTRIBUTE, None)
-    if not isinstance(state, _WorkerState):
-        state = _WorkerState()
-        setattr(worker, _STATE_ATTRIBUTE, state)
-    return state
-
-
-def _opened(state: _WorkerState, task: TensorTask, options: Options) -> _Opened:
-    """The task's model opened and planned on this worker, reused while its files are unchanged."""
-    run_key = json.dumps([task.model, task.base, task.options], sort_keys=True, default=str)
-    signature = _signature(task.model) + (_signature(task.base) if task.base else ())
-    with state.lock:
-        found = state.runs.get(run_key)
-        if found is not None and found.signature == signature:
-            return found
-        plans = tuple(plan(_open_source(task.model, task.base), options))
-        backend = resolve_backend(options.device, work=gram_orders(list(plans), options))
-        opened = _Opened(signature, plans, backend)
-        state.runs.pop(run_key, None)
-        state.runs[run_key] = opened
-        while len(state.runs) > _KEPT_RUNS:
-            state.runs.pop(next(iter(state.runs)))
-        return opened
-
-
-def _budget_blas(state: _WorkerState, worker: Any, task: TensorTask) -> None:
-    """Give each of this worker's task threads its share of the host's cores, once per worker.
-
-    Dask's nannies start workers with one BLAS thread; a worker that owns a host's cores should
-    use them. The share is cores ÷ (task threads of all workers on this host).
-    """
-    if state.blas_threads is not None:
-        return
-    from distributed.comm.addressing import get_address_host
-    from threadpoolctl import threadpool_limits
-
-    nthreads = int(worker.state.nthreads)
-    on_host = task.threads_on_host.get(get_address_host(worker.address), nthreads)
-    threads = max(1, available_cores() // max(1, on_host, nthreads))
-    threadpool_limits(limits=threads)  # process-wide; the worker process is ours alone
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        torch.set_num_threads(threads)
-    state.blas_threads = threads
-
-
-def run_task(task: TensorTask) -> list[list[LayerResult]]:
-    """Run on a Dask worker: the rows of each tensor of ``task``, in the task's order.
-
-    The worker opens the model from its path (kept open between tasks), checks that it sees the
-    same tensors as the client, and analyses each with
-    :func:`~weightspectra.analysis.analyze_tensor` (with the cache of ``options.cache``).
-
-    Raises
-    ------
-    InputError
-        If the model at the path is not the one the client planned (another checkpoint there).
-    ValueError
-        If called outside a Dask worker.
-    """
-    from distributed import get_worker
-
-    worker = get_worker()
-    state = _worker_state(worker)
-    options = Options.from_dict(task.options)
-    opened = _opened(state, task, options)
-    _budget_blas(state, worker, task)
-    cache = None
-    if options.cache is not None:
-        with state.lock:
-            cache = state.caches.get(options.cache)
-            if cache is None:
-                cache = state.caches[options.cache] = ResultCache(options.cache)
-    out = []
-    for key, layer_id in zip(task.keys, task.layer_ids, strict=True):
-        if layer_id >= len(opened.plans) or opened.plans[layer_id].entry.key != key:
-            raise InputError(
-                f"worker {worker.address} reads a different model at {task.model}: tensor "
-                f"#{layer_id} is not {key!r} there; give every worker the same copy of the "
-                "checkpoint"
-            )
-        out.append(
-            analyze_tensor(opened.plans[layer_id], options, backend=opened.backend, cache=cache)
-        )
-    return out
-
-
-def _worker_facts(model: str, base: str | None) -> tuple[str, bool]:
-    """Run on each worker before a run: its weightspectra version, and whether it sees the paths."""
-    seen = os.path.exists(model) and (base is None or os.path.exists(base))
-    return __version__, seen
 
 
 def memory_need(tp: TensorPlan, options: Options) -> int:
@@ -387,7 +220,7 @@ def _check_workers(client: Any, model: str, base: str | None) -> tuple[str, ...]
             "(dask worker SCHEDULER_ADDRESS), or use --cluster local:N"
         ) from exc
     try:
-        facts: dict[str, tuple[str, bool]] = client.run(_worker_facts, model, base)
+        facts: dict[str, tuple[str, bool]] = client.run(worker_facts, model, base)
     except Exception as exc:
         raise WorkerError(
             f"the Dask workers cannot run weightspectra ({type(exc).__name__}: {exc}); install "
@@ -457,7 +290,7 @@ def cluster_results(
     path = os.path.abspath(os.fspath(model))
     base_path = os.path.abspath(os.fspath(base)) if base is not None else None
     # opened as given, so that the report names the model as a local run does
-    source = _open_source(os.fspath(model), os.fspath(base) if base is not None else None)
+    source = open_source(os.fspath(model), os.fspath(base) if base is not None else None)
     yield from _rows(
         source, path, base_path, options, client, progress, retries, shard_workers, group_flops
     )
@@ -646,7 +479,7 @@ def analyze_on_cluster(
     given_base = os.fspath(base) if isinstance(base, (str, os.PathLike)) else None
     base_path = os.path.abspath(given_base) if given_base is not None else None
     # opened as given, so that the report names the model as a local run does
-    source = _open_source(os.fspath(model), given_base)
+    source = open_source(os.fspath(model), given_base)
     rows = tuple(
         _rows(
             source, path, base_path, options, client, progress, retries, shard_workers, group_flops
