@@ -50,6 +50,24 @@ def lapack_eigvalsh(gram: np.ndarray) -> np.ndarray:
     return np.linalg.eigvalsh(gram, UPLO="L")
 
 
+def _bad_values_error(what: str, n_nan: int, n_inf: int, size: int) -> LayerError:
+    return LayerError(
+        f"{what} contains {n_nan} NaN and {n_inf} infinite values out of {size}; "
+        "its spectrum is undefined (check the checkpoint or the training run that wrote it)"
+    )
+
+
+def _all_zeros_error(what: str) -> LayerError:
+    return LayerError(f"{what} is all zeros: it has no spectrum (an uninitialised layer?)")
+
+
+def _overflow_error(what: str, dtype: np.dtype) -> LayerError:
+    return LayerError(
+        f"{what}: its Gram matrix overflows {dtype} (squared column norms beyond the "
+        "range of the type); retry with precision='float64' or eig_method='svd'"
+    )
+
+
 def check_finite_nonzero(stack: np.ndarray, what: str) -> None:
     """Raise :class:`LayerError` if ``stack`` has NaN/Inf values or is entirely zero.
 
@@ -64,12 +82,9 @@ def check_finite_nonzero(stack: np.ndarray, what: str) -> None:
     if not finite.all():
         n_nan = int(np.isnan(stack).sum())
         n_inf = int(stack.size - finite.sum() - n_nan)
-        raise LayerError(
-            f"{what} contains {n_nan} NaN and {n_inf} infinite values out of {stack.size}; "
-            "its spectrum is undefined (check the checkpoint or the training run that wrote it)"
-        )
+        raise _bad_values_error(what, n_nan, n_inf, stack.size)
     if not np.any(stack):
-        raise LayerError(f"{what} is all zeros: it has no spectrum (an uninitialised layer?)")
+        raise _all_zeros_error(what)
 
 
 def check_gram_diagonal(diagonal: np.ndarray, matrix: np.ndarray, what: str) -> None:
@@ -92,10 +107,7 @@ def check_gram_diagonal(diagonal: np.ndarray, matrix: np.ndarray, what: str) -> 
         return
     if not np.isfinite(matrix).all():
         check_finite_nonzero(matrix, what)
-    raise LayerError(
-        f"{what}: its Gram matrix overflows {diagonal.dtype} (squared column norms beyond the "
-        "range of the type); retry with precision='float64' or eig_method='svd'"
-    )
+    raise _overflow_error(what, diagonal.dtype)
 
 
 def gram_eigenvalues(
@@ -302,14 +314,8 @@ def _raise_bad_values(chunks: Iterable[np.ndarray], size: int, dtype: np.dtype, 
         n_nan += int(np.isnan(chunk).sum())
         n_inf += int(np.isinf(chunk).sum())
     if n_nan or n_inf:
-        raise LayerError(
-            f"{what} contains {n_nan} NaN and {n_inf} infinite values out of {size}; "
-            "its spectrum is undefined (check the checkpoint or the training run that wrote it)"
-        )
-    raise LayerError(
-        f"{what}: its Gram matrix overflows {dtype} (squared column norms beyond the "
-        "range of the type); retry with precision='float64' or eig_method='svd'"
-    )
+        raise _bad_values_error(what, n_nan, n_inf, size)
+    raise _overflow_error(what, dtype)
 
 
 def streamed_layer_eigenvalues(
@@ -333,7 +339,7 @@ def streamed_layer_eigenvalues(
     """
     evals = streamed_gram_eigenvalues(read_rows, shape, precision, what, solver)
     if not evals[-1] > 0.0 and not any(np.any(c) for c in _row_chunks(read_rows, *shape)):
-        raise LayerError(f"{what} is all zeros: it has no spectrum (an uninitialised layer?)")
+        raise _all_zeros_error(what)
     return _finish(evals, shape[0], shape[1], precision, eig_scale, normalize_by, what)
 
 
