@@ -147,10 +147,10 @@ print(json.dumps({"seconds": seconds,
 def test_a_safetensors_run_imports_only_what_its_tensors_need(
     tmp_path: Path, code: str, expected: list[str]
 ) -> None:
-    """A float32 checkpoint never imports ml_dtypes (0.4-1.6 s), scipy or torch; a bfloat16 one
+    """A float32 checkpoint never imports ml_dtypes (0.6-1.7 s), scipy or torch; a bfloat16 one
     imports ml_dtypes, the control that the check sees imports at all. The CLI's own import,
     after numpy, is timed with a ceiling loose enough for a loaded 2-core machine (0.1-0.4 s
-    measured; ml_dtypes alone used to add 0.4-1.6 s)."""
+    measured; ml_dtypes alone used to add 0.6-1.7 s)."""
     out = subprocess.run(
         [sys.executable, "-c", _RUN_AND_LIST, str(tmp_path / "m.safetensors"), code],
         capture_output=True,

@@ -36,7 +36,7 @@ def bfloat16_dtype() -> Any:
     """:mod:`ml_dtypes`' bfloat16 numpy dtype, or ``None`` where it cannot be imported.
 
     Looked up when the first bfloat16 tensor is loaded, never at import: importing ml_dtypes
-    takes 0.4–1.6 s on this project's machines, which a float32 checkpoint should not pay.
+    takes 0.6–1.7 s on this project's machines, which a float32 checkpoint should not pay.
     """
     try:  # a dependency; guarded so that a broken install still reads files
         import ml_dtypes
