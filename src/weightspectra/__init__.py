@@ -33,6 +33,7 @@ from weightspectra.errors import (
 )
 
 if TYPE_CHECKING:
+    from weightspectra.allocation import AllocationPlan, allocate
     from weightspectra.analysis import Progress, analyze, describe
     from weightspectra.compare import Comparison, compare
     from weightspectra.distances import Distances, distances
@@ -43,6 +44,8 @@ if TYPE_CHECKING:
 
 #: Public names loaded lazily, and the module each comes from.
 _LAZY = {
+    "AllocationPlan": "weightspectra.allocation",
+    "allocate": "weightspectra.allocation",
     "Progress": "weightspectra.analysis",
     "analyze": "weightspectra.analysis",
     "describe": "weightspectra.analysis",
@@ -100,6 +103,7 @@ sys.modules[__name__].__class__ = _Package
 
 
 __all__ = [
+    "AllocationPlan",
     "Comparison",
     "CorruptFileError",
     "Distances",
@@ -125,6 +129,7 @@ __all__ = [
     "WeightSpectraWarning",
     "WorkerError",
     "__version__",
+    "allocate",
     "analyze",
     "analyze_series",
     "compare",

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TextIO
 
 from weightspectra._version import __version__
+from weightspectra.allocation.cli import add_allocate_parser, run_allocate
 from weightspectra.analysis import Progress, analyze, describe
 from weightspectra.backends.cli import add_bench_solvers_parser, run_bench_solvers
 from weightspectra.errors import WeightSpectraError
@@ -170,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_diff_parser(sub)
     add_runs_parser(sub)
     add_bench_solvers_parser(sub)
+    add_allocate_parser(sub)
     return parser
 
 
@@ -361,6 +363,8 @@ def _run(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
             return run_runs(args, stdout, stderr)
         if args.command == "bench-solvers":
             return run_bench_solvers(args, stdout, stderr)
+        if args.command == "allocate":
+            return run_allocate(args, stdout, stderr)
         options = _options(args)
         include = "all" if args.all_rows else "analysed"
         if args.command == "analyze":

@@ -81,6 +81,29 @@ class Solver(str, Enum):
     MKL = "torch-mkl"  # Intel MKL's syevd through torch
 
 
+class Estimator(str, Enum):
+    """How α is estimated: from the layer's own ESD, or also by FARMS (metrics.md §5)."""
+
+    PLAIN = "plain"  # the power-law fit of the layer's ESD
+    FARMS = "farms"  # also: the fit of the pooled ESD of fixed-aspect-ratio submatrices
+
+
+class AllocationKind(str, Enum):
+    """What ``weightspectra.allocate`` assigns per layer."""
+
+    SPARSITY = "sparsity"  # the share of weights pruned, in [0, 1)
+    BITS = "bits"  # the integer width of the quantised weights
+    RANK = "rank"  # the integer LoRA rank
+
+
+class AllocationMapping(str, Enum):
+    """How a layer's metric becomes its offset from the budget."""
+
+    LINEAR = "linear"  # affine in the metric (AlphaPruning's mapping)
+    RANK = "rank"  # affine in the metric's rank among the layers (robust to outliers)
+    UNIFORM = "uniform"  # every layer gets the budget (the baseline)
+
+
 class Parallel(str, Enum):
     """How ``workers > 1`` run: forked processes, threads, or processes where fork exists."""
 

@@ -19,6 +19,7 @@ from weightspectra.enums import (
     BootstrapMethod,
     Device,
     EigenMethod,
+    Estimator,
     LayerType,
     Parallel,
     Precision,
@@ -33,6 +34,7 @@ from weightspectra.fitting.uncertainty import BOOTSTRAP_REPLICATES, CI_LEVEL
 __all__ = [
     "Device",
     "EigenMethod",
+    "Estimator",
     "LayerType",
     "OptionSpec",
     "Options",
@@ -152,6 +154,19 @@ class Options:
         then). ``"cuda"`` computes the Gram matrices and their eigenvalues with torch on the GPU
         (an :class:`OptionError` at analysis time if no CUDA device is usable); ``"auto"`` uses
         CUDA when torch sees one and the CPU otherwise.
+    estimator : Estimator or str, default "plain"
+        ``"farms"`` also fits α to the pooled ESD of submatrices of one fixed aspect ratio taken
+        across each matrix (FARMS; the ``*_farms`` columns, metrics.md, "FARMS α"), which removes
+        the bias plain α has from the matrix's own aspect ratio. It costs one eigenvalue
+        computation per window (``num_farms_windows`` per layer).
+    farms_ratio : float, default 1.0
+        Aspect ratio (long side / short side) of every FARMS window.
+    farms_window : int, optional
+        Short side of every FARMS window; default: the largest that fits the matrix (a
+        matrix already of ratio ``farms_ratio`` is then its own single window).
+    farms_stride : float, default 0.5
+        Step between neighbouring windows as a fraction of the window's side; the last window
+        of each axis is aligned with the matrix's edge, so every entry is covered.
     workers : int, default 1
         Tensors analysed in parallel. BLAS threads are budgeted so that
         ``workers × BLAS threads ≤ cores``; results are identical and in model order. Memory
@@ -295,6 +310,30 @@ class Options:
             "precision of the eigenvalue computation (default: float64)",
             kind="enum",
             enum=Precision,
+        ),
+    )
+    estimator: Estimator = field(
+        default=Estimator.PLAIN,
+        metadata=_meta(
+            "plain α only, or also FARMS α (alpha_farms: fixed-aspect-ratio submatrices)",
+            kind="enum",
+            enum=Estimator,
+        ),
+    )
+    farms_ratio: float = field(
+        default=1.0,
+        metadata=_meta("aspect ratio long/short of each FARMS window (≥ 1)", kind="float"),
+    )
+    farms_window: int | None = field(
+        default=None,
+        metadata=_meta(
+            "short side of each FARMS window (default: the largest that fits)", kind="int"
+        ),
+    )
+    farms_stride: float = field(
+        default=0.5,
+        metadata=_meta(
+            "FARMS window step as a fraction of the window (0.5: half overlap)", kind="float"
         ),
     )
     device: Device = field(
@@ -505,6 +544,7 @@ class Options:
                 _check(isinstance(value, bool), f.name, "True or False", value)
         self._check_sizes()
         self._check_thresholds()
+        self._check_farms()
 
     def _check_sizes(self) -> None:
         for name in ("min_evals", "max_evals"):
@@ -543,6 +583,27 @@ class Options:
             "an integer ≥ 2",
             self.collapse_min_group,
         )
+
+    def _check_farms(self) -> None:
+        _check(
+            _is_real(self.farms_ratio) and self.farms_ratio >= 1,
+            "farms_ratio",
+            "a finite number ≥ 1 (1: square windows)",
+            self.farms_ratio,
+        )
+        _check(
+            _is_real(self.farms_stride) and 0 < self.farms_stride <= 1,
+            "farms_stride",
+            "a fraction in (0, 1] of the window (1: windows side by side)",
+            self.farms_stride,
+        )
+        if self.farms_window is not None:
+            _check(
+                _is_int(self.farms_window) and self.farms_window >= 2,
+                "farms_window",
+                "None (the largest window that fits) or an integer ≥ 2",
+                self.farms_window,
+            )
 
     def _check_thresholds(self) -> None:
         for name in ("tw_multiplier", "fingers_alpha_drop", "collapse_z"):

@@ -17,9 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from weightspectra.enums import EigenMethod, Precision
+from weightspectra.enums import EigenMethod, Estimator, Precision
 from weightspectra.fitting.powerlaw import FitError, PowerLawFit, fit_power_law
 from weightspectra.metrics.diagnostics import layer_diagnostics
+from weightspectra.metrics.farms import farms_metrics
 from weightspectra.metrics.layer import (
     exact_rank_metrics,
     fit_metrics,
@@ -56,8 +57,9 @@ def spectrum_metrics(
     matrix : callable, optional
         Returns the layer's matrices, shape (k, rows, cols) or (rows, cols), unscaled. Read only
         when the rank-type metrics need an exact SVD (Gram route, float64, and
-        :func:`~weightspectra.metrics.layer.needs_exact_ranks`); without it they stay from the
-        Gram eigenvalues.
+        :func:`~weightspectra.metrics.layer.needs_exact_ranks`), and for the FARMS windows
+        (``options.estimator`` FARMS); without it the rank-type metrics stay from the Gram
+        eigenvalues and no FARMS column is computed.
     rand_evals : ndarray, optional
         The ESD of the layer's entry-shuffled matrix (``randomize``), in the units of ``evals``.
     eig_scale : float, default 1.0
@@ -108,6 +110,8 @@ def spectrum_metrics(
         metrics.update({"alpha": None, "fit_error": fit_error})
     else:
         metrics.update(fit_metrics(evals, fit))
+    if options.estimator is Estimator.FARMS and matrix is not None:
+        metrics.update(farms_metrics(matrix(), evals, options, eig_scale=eig_scale))
     metrics.update(
         layer_diagnostics(
             evals,
