@@ -19,6 +19,13 @@ from weightspectra.fitting.powerlaw import FitError, fit_power_law
 from weightspectra.metrics.layer import fit_metrics
 from weightspectra.options import Options
 
+#: Pooled ESDs larger than this are fitted coarse to fine (the full xmin scan is O(n²): 8 s for
+#: the 61,056 eigenvalues of MiniLM's word embedding, against 0.5 s).
+FULL_SCAN_MAX = 16384
+
+#: Coarse candidates of that search (:func:`~weightspectra.fitting.powerlaw.fit_power_law`).
+COARSE_CANDIDATES = 4096
+
 #: The columns this module fills (the schema declares them).
 FARMS_COLUMNS = (
     "alpha_farms",
@@ -76,7 +83,8 @@ def farms_metrics(
     except (OptionError, LayerError) as exc:
         return {"alpha_farms": None, "farms_error": str(exc)}
     try:
-        fit = fit_power_law(pooled)
+        coarse = COARSE_CANDIDATES if pooled.size > FULL_SCAN_MAX else None
+        fit = fit_power_law(pooled, max_candidates=coarse)
     except FitError as exc:
         return {"alpha_farms": None, "num_farms_windows": count, "farms_error": str(exc)}
     own = fit_metrics(evals, fit)
