@@ -17,7 +17,7 @@ from weightspectra._version import __version__
 from weightspectra.allocation.cli import add_allocate_parser, run_allocate
 from weightspectra.analysis import Progress, analyze, describe
 from weightspectra.backends.cli import add_bench_solvers_parser, run_bench_solvers
-from weightspectra.errors import WeightSpectraError
+from weightspectra.errors import OptionError, WeightSpectraError
 from weightspectra.options import Options, option_specs
 from weightspectra.report.render import Format, render
 from weightspectra.report.results import Report
@@ -247,10 +247,48 @@ def _add_diff_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "--report", type=Path, metavar="PATH", help="also write a self-contained HTML page"
     )
     p.add_argument("--min-evals", type=int, default=8, help="for the ESD fits")
+    p.add_argument(
+        "--damage",
+        action="store_true",
+        help="B is a quantised A: per-layer spectral damage (Δα, W1, norms, traps) and the "
+        "layers to keep at higher precision, instead of the distances",
+    )
+    p.add_argument(
+        "--keep", type=int, default=None, metavar="K", help="with --damage: list the top K only"
+    )
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
 
 
+def _run_damage(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    from weightspectra.allocation import keep_at_higher_precision, spectral_damage
+
+    if args.format == "csv":
+        raise OptionError("diff --damage prints a table or JSON; use --format table or json")
+    reports = [analyze(m, randomize=True, min_evals=args.min_evals) for m in (args.a, args.b)]
+    result = spectral_damage(*reports)
+    keep = keep_at_higher_precision(
+        result, None if args.keep is None else min(args.keep, len(result.rows))
+    )
+    text = (
+        result.to_json() + "\n"
+        if args.format == "json"
+        else result.table()
+        + "\nkeep at higher precision, most damaged first: "
+        + ", ".join(keep)
+        + "\n"
+    )
+    if args.output is not None:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(text)
+        stderr.write(f"weightspectra: wrote the spectral damage ({args.format}) to {args.output}\n")
+    else:
+        stdout.write(text)
+    return EXIT_OK
+
+
 def _run_diff(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    if args.damage:
+        return _run_damage(args, stdout, stderr)
     from weightspectra.distances import distances
 
     result = distances(args.a, args.b, top_k=args.top_k, min_evals=args.min_evals)

@@ -81,3 +81,25 @@ def test_allocate_errors_are_one_line(model_file: Path, tmp_path: Path) -> None:
     code, _, err = cli("allocate", str(model_file), "--budget", "0.5", "--pin", "oops")
     assert code == EXIT_USAGE and "NAME=VALUE" in err
     assert "Traceback" not in err
+
+
+def test_diff_damage_ranks_the_quantised_layer_first(tmp_path: Path) -> None:
+    from safetensors.numpy import save_file
+
+    rng = np.random.default_rng(5)
+    full = {f"l{i}.weight": rng.standard_t(3, (128, 64)).astype(np.float32) for i in range(3)}
+    damaged = dict(full)
+    w = full["l1.weight"]
+    step = np.abs(w).max() / 1.0  # 1-level rounding: most entries become 0
+    damaged["l1.weight"] = (np.round(w / step) * step).astype(np.float32)
+    save_file(full, str(tmp_path / "a.safetensors"))
+    save_file(damaged, str(tmp_path / "b.safetensors"))
+    a, b = str(tmp_path / "a.safetensors"), str(tmp_path / "b.safetensors")
+    code, out, err = cli("diff", a, b, "--damage", "--keep", "1")
+    assert code == EXIT_OK, err
+    assert out.strip().splitlines()[-1] == "keep at higher precision, most damaged first: l1"
+    code, out, err = cli("diff", a, b, "--damage", "-f", "json")
+    assert code == EXIT_OK, err
+    rows = json.loads(out)["rows"]
+    assert {r["name"]: r["rank"] for r in rows}["l1"] == 1
+    assert {r["name"]: r["damage"] for r in rows}["l0"] == 0.0  # unchanged layers: no damage

@@ -3,10 +3,15 @@
 :func:`allocate` turns a report's layer metric (α, or the aspect-ratio-corrected FARMS α) into
 a per-layer plan whose weighted mean meets a budget exactly; the plan exports pruning masks
 (magnitude, or Wanda with calibration batches), widths for :mod:`weightspectra.quantize` and a
-PEFT LoRA ``rank_pattern``. Nothing here imports torch or peft until an exporter needs them.
+PEFT LoRA ``rank_pattern``. :func:`spectral_damage` says what quantising a model did to each
+layer's spectrum and which layers to keep at higher precision. Nothing here imports torch or
+peft until an exporter needs them.
 """
 
 from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from weightspectra.allocation.engine import DEFAULT_BOUNDS, DEFAULT_SPREAD, DIRECTION, allocate
 from weightspectra.allocation.export import (
@@ -21,6 +26,34 @@ from weightspectra.allocation.plan import AllocationPlan, LayerAllocation
 from weightspectra.allocation.solve import AllocationError, offsets, round_down, solve_shift
 from weightspectra.enums import AllocationKind, AllocationMapping
 
+if TYPE_CHECKING:
+    from weightspectra.allocation.damage import (
+        LayerDamage,
+        SpectralDamage,
+        UnpairedLayer,
+        keep_at_higher_precision,
+        spectral_damage,
+    )
+
+#: Loaded on first use: the damage report pairs two reports through ``distances``, which the
+#: CLI's ``allocate`` command does not need at start-up.
+_LAZY = (
+    "LayerDamage",
+    "SpectralDamage",
+    "UnpairedLayer",
+    "keep_at_higher_precision",
+    "spectral_damage",
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'weightspectra.allocation' has no attribute {name!r}")
+    value = getattr(importlib.import_module("weightspectra.allocation.damage"), name)
+    globals()[name] = value
+    return value
+
+
 __all__ = [
     "DEFAULT_BOUNDS",
     "DEFAULT_SPREAD",
@@ -30,8 +63,12 @@ __all__ = [
     "AllocationMapping",
     "AllocationPlan",
     "LayerAllocation",
+    "LayerDamage",
+    "SpectralDamage",
+    "UnpairedLayer",
     "allocate",
     "apply_masks",
+    "keep_at_higher_precision",
     "lora_config",
     "magnitude_mask",
     "masks",
@@ -39,5 +76,6 @@ __all__ = [
     "offsets",
     "round_down",
     "solve_shift",
+    "spectral_damage",
     "wanda_mask",
 ]

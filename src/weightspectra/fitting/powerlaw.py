@@ -99,9 +99,9 @@ def fit_power_law(
     max_candidates : int, optional
         Search xmin coarse to fine when there are more candidates than this: first this many,
         evenly spread (the first and last included), then every candidate between the two
-        neighbours of each of the :data:`REFINED_MINIMA` best of them. The scan costs O(n²) in full; this O(n·max_candidates),
-        for pooled ESDs of tens of thousands of eigenvalues (FARMS). None (the default, and the
-        peer's way) evaluates every candidate.
+        neighbours of each of the :data:`REFINED_MINIMA` best of them. The full scan costs
+        O(n²), this O(n·max_candidates): for pooled ESDs of tens of thousands of eigenvalues
+        (FARMS). None (the default, and the peer's way) evaluates every candidate.
 
     Returns
     -------
