@@ -1,11 +1,13 @@
 """Whole processes on MiniLM: `weightspectra analyze` vs a whole peer process doing the same.
 
-    .venv/bin/python benchmarks/bench_cli.py [--repeats 3] [--threads 1]
+    .venv/bin/python benchmarks/bench_cli.py [--repeats 3] [--threads 1] [--single 2048]
 
 Wall time from process start to exit, imports and file loading included, best of --repeats,
 the two sides alternating. Ours: ``weightspectra analyze MODEL -f json -o FILE`` (all layers,
 metrics written as JSON). The peer: ``python -c`` that imports weightwatcher, loads the same
 safetensors file into a dict of torch tensors, runs ``analyze()`` and writes the details CSV.
+``--single N`` runs both on a file holding one seeded N×N float32 matrix instead of MiniLM
+(written to bench-data/ once): the first-call latency of one large layer, imports counted.
 """
 
 from __future__ import annotations
@@ -30,6 +32,19 @@ PEER = (
 )
 
 
+def single_layer(n: int) -> Path:
+    """bench-data/single_N.safetensors: one seeded N×N float32 matrix (written once)."""
+    path = _common.BENCH_DATA / f"single_{n}.safetensors"
+    if not path.exists():
+        import numpy as np
+        from safetensors.numpy import save_file
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        w = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
+        save_file({"layer.weight": w}, str(path))
+    return path
+
+
 def wall(cmd: list[str]) -> float:
     start = time.perf_counter()
     subprocess.run(cmd, check=True, capture_output=True, env=os.environ.copy())
@@ -40,9 +55,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--single", type=int, metavar="N", help="one N×N layer instead of MiniLM")
     args = parser.parse_args()
     print(_common.machine_line(THREADS))
-    model = str(_common.minilm_path())
+    model = str(_common.minilm_path() if args.single is None else single_layer(args.single))
+    print(f"model: {model}")
     exe = str(Path(sys.executable).with_name("weightspectra"))
     out = Path(tempfile.mkdtemp())
     variants = {

@@ -119,6 +119,17 @@ def test_a_rank_plan_is_weighted_by_in_plus_out_features(report: ws.Report) -> N
             assert a.value <= min(a.shape)
 
 
+def test_a_model_is_analysed_first(rng: np.random.Generator) -> None:
+    model = _model(rng)
+    direct = ws.allocate(model, budget=0.6, metric="alpha_farms")
+    assert (
+        direct.values
+        == ws.allocate(
+            ws.analyze(model, estimator="farms"), budget=0.6, metric="alpha_farms"
+        ).values
+    )
+
+
 def test_the_same_plan_comes_from_the_report_json(report: ws.Report, tmp_path: Path) -> None:
     path = tmp_path / "r.json"
     report.to_json(path)
@@ -155,8 +166,8 @@ def test_missing_metrics_and_bad_arguments_are_refused(report: ws.Report) -> Non
         ws.allocate(report, budget=0.5, kind="heads")
     with pytest.raises(AllocationError, match=r"sparsity bounds must lie in \[0, 1\)"):
         ws.allocate(report, budget=0.5, bounds=(0.0, 1.0))
-    with pytest.raises(AllocationError, match="Report or the path"):
-        ws.allocate(object(), budget=0.5)  # type: ignore[arg-type]
+    with pytest.raises(ws.UnsupportedInputError):
+        ws.allocate(object(), budget=0.5)  # neither a report nor a model
     with pytest.raises(AllocationError, match="finite"):
         ws.allocate(report, budget=math.nan)
     with pytest.raises(AllocationError, match="nothing left"):

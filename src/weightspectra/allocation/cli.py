@@ -8,14 +8,17 @@ report (or from a model, analysed first), printed as a table and written as JSON
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import TextIO
 
-from weightspectra.allocation.engine import DEFAULT_BOUNDS, DEFAULT_SPREAD, allocate
+from weightspectra.allocation.engine import (
+    DEFAULT_BOUNDS,
+    DEFAULT_SPREAD,
+    is_report_json,
+    allocate,
+)
 from weightspectra.enums import AllocationKind, AllocationMapping, Estimator
 from weightspectra.errors import InputError
-from weightspectra.report.results import Report
 
 __all__ = ["add_allocate_parser", "run_allocate"]
 
@@ -87,30 +90,13 @@ def _pins(values: list[str]) -> dict[str, float]:
     return out
 
 
-def _is_report_json(path: Path) -> bool:
-    if path.suffix.lower() != ".json" or not path.is_file():
-        return False
-    try:
-        with path.open() as f:
-            head = json.loads(f.read())
-    except (OSError, ValueError):
-        return False
-    return isinstance(head, dict) and "layers" in head and "options" in head
-
-
 def run_allocate(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     """Plan, print, write; errors propagate to the CLI's handler."""
-    path = Path(args.report)
-    if _is_report_json(path):
-        report = Report.from_json(path)
-    else:
-        from weightspectra.analysis import analyze
-
+    if not is_report_json(Path(args.report)):
         estimator = Estimator.FARMS if args.metric.endswith("_farms") else Estimator.PLAIN
         stderr.write(f"weightspectra: analysing {args.report} (estimator {estimator.value})\n")
-        report = analyze(args.report, estimator=estimator)
     plan = allocate(
-        report,
+        args.report,
         budget=args.budget,
         kind=args.kind,
         metric=args.metric,

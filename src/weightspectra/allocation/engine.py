@@ -16,6 +16,7 @@ kinds are rounded down to integers that keep the mean at or below the budget.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -35,6 +36,7 @@ from weightspectra.allocation.solve import (
 from weightspectra.enums import (
     AllocationKind,
     AllocationMapping,
+    Estimator,
     LayerType,
     Reason,
     Status,
@@ -115,19 +117,31 @@ def _weight(kind: AllocationKind, shape: tuple[int, ...]) -> float:
     return float(math.prod(shape))
 
 
-def _load(report: Report | str | Path) -> Report:
+def is_report_json(path: Path) -> bool:
+    """Whether ``path`` is a report written as JSON (a ``.json`` file with layers and options)."""
+    if path.suffix.lower() != ".json" or not path.is_file():
+        return False
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and "layers" in data and "options" in data
+
+
+def _load(report: object, metric: str) -> Report:
+    """The report to plan from: itself, read from its JSON, or the analysis of a model."""
     if isinstance(report, Report):
         return report
-    if isinstance(report, (str, Path)):
+    if isinstance(report, (str, Path)) and is_report_json(Path(report)):
         return Report.from_json(report)
-    raise AllocationError(
-        f"allocate needs a Report or the path of a report JSON, got {type(report).__name__}; "
-        "make one with weightspectra.analyze(model) (or `weightspectra analyze MODEL -f json`)"
-    )
+    from weightspectra.analysis import analyze
+
+    estimator = Estimator.FARMS if metric.endswith("_farms") else Estimator.PLAIN
+    return analyze(report, estimator=estimator)
 
 
 def allocate(
-    report: Report | str | Path,
+    report: Report | str | Path | object,
     budget: float,
     kind: AllocationKind | str = AllocationKind.SPARSITY,
     metric: str = "alpha",
@@ -142,10 +156,11 @@ def allocate(
 
     Parameters
     ----------
-    report : Report or path
-        From :func:`weightspectra.analyze`, or its JSON (``report.to_json(path)``, ``weightspectra
-        analyze MODEL -f json -o PATH``). ``metric="alpha_farms"`` needs
-        ``estimator="farms"``.
+    report : Report, path or model
+        From :func:`weightspectra.analyze`, or its JSON (``report.to_json(path)``,
+        ``weightspectra analyze MODEL -f json -o PATH``); ``metric="alpha_farms"`` needs
+        ``estimator="farms"``. Anything else (a model path, an ``nn.Module``, a state dict) is
+        analysed first with default options (``estimator="farms"`` for a ``*_farms`` metric).
     budget : float
         The mean over the planned tensors' weights: the share of weights pruned (sparsity),
         the average bits per weight (bits) or the average rank weighted by in + out features,
@@ -194,7 +209,7 @@ def allocate(
     >>> round(plan.achieved, 12)
     0.7
     """
-    rep = _load(report)
+    rep = _load(report, metric)
     kind_e = parse_enum(AllocationKind, kind, "kind")
     mapping_e = parse_enum(AllocationMapping, mapping, "mapping")
     if not isinstance(budget, (int, float)) or not math.isfinite(budget):
