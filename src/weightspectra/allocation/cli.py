@@ -14,8 +14,8 @@ from typing import TextIO
 from weightspectra.allocation.engine import (
     DEFAULT_BOUNDS,
     DEFAULT_SPREAD,
-    is_report_json,
     allocate,
+    is_report_json,
 )
 from weightspectra.enums import AllocationKind, AllocationMapping, Estimator
 from weightspectra.errors import InputError
