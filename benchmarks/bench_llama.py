@@ -2,7 +2,7 @@
 projected full-model time, peak RSS; and ours vs the peer on one block's matrices.
 
     .venv/bin/python benchmarks/make_llama_checkpoint.py --layers 1
-    .venv/bin/python benchmarks/bench_llama.py [--workers 1] [--peer shapes|block|none]
+    .venv/bin/python benchmarks/bench_llama.py [--workers 1] [--peer shapes|block|none] [--floor]
 
 Ours runs in a child process (so its peak RSS, VmHWM, is its own) on the whole checkpoint
 folder: embeddings, the blocks present, lm_head. Each tensor's time is taken from the progress
@@ -10,6 +10,10 @@ callback (serial runs). Projection to 32 blocks: 32 × mean block time + embeddi
 The peer runs in another child on block 0 loaded as float32 torch tensors: ``--peer block`` all
 7 matrices; ``--peer shapes`` (default, to keep the run short) q_proj, gate_proj and down_proj
 once each, block time projected as 4·q + 2·gate + down; ours is reported both ways too.
+``--floor`` also times, in this process on the same pinned threads, the float64 floor of block
+0's seven matrices: each matrix already in memory as float32, its Gram matrix by BLAS ``dsyrk``
+in float64, then the fastest of the eigensolvers weightspectra can choose from here (numpy's,
+LAPACK's two-stage, torch's MKL), each timed on it; the block's floor is the sum, beside ours.
 """
 
 from __future__ import annotations
@@ -40,6 +44,42 @@ print(json.dumps({"total": total, "marks": marks, "peak": status()["VmHWM"],
 """
 )
 
+
+def floor_block(directory: Path, index: dict[str, str]) -> list[list[object]]:
+    """The float64 floor of block 0: syrk Gram + the fastest available eigensolver, per matrix."""
+    import time
+
+    import numpy as np
+    from scipy.linalg.blas import dsyrk
+
+    from weightspectra.backends import solvers
+    from weightspectra.sources import open_model
+
+    keys = [k for k in index if k.startswith("model.layers.0.") and k.endswith("proj.weight")]
+    entries = {e.key: e for e in open_model(str(directory)).entries}
+    candidates = {
+        "numpy": np.linalg.eigvalsh,
+        "lapack-2stage": solvers.two_stage_eigvalsh,
+    }
+    if solvers._mkl_usable():
+        candidates["torch-mkl"] = solvers._mkl_eigvalsh
+    rows: list[list[object]] = []
+    for key in keys:
+        w = np.asarray(entries[key].load(), dtype=np.float32)
+        short_first = w if w.shape[0] <= w.shape[1] else w.T  # Gram of the smaller side
+        start = time.perf_counter()
+        gram = dsyrk(1.0, short_first.astype(np.float64), lower=1)
+        syrk_s = time.perf_counter() - start
+        solve = {}
+        for name, fn in candidates.items():
+            start = time.perf_counter()
+            fn(gram)
+            solve[name] = time.perf_counter() - start
+        best = min(solve, key=lambda n: solve[n])
+        rows.append([key.removesuffix(".weight"), syrk_s, best, solve[best], syrk_s + solve[best]])
+    return rows
+
+
 PEER_NAMES = {"q": "self_attn.q_proj", "gate": "mlp.gate_proj", "down": "mlp.down_proj"}
 
 
@@ -49,6 +89,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--peer", choices=["shapes", "block", "none"], default="shapes")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--floor", action="store_true", help="also block 0's float64 floor")
     args = parser.parse_args()
     index = json.loads((args.dir / "model.safetensors.index.json").read_text())["weight_map"]
     blocks = sorted({int(m.group(1)) for k in index if (m := re.search(r"layers\.(\d+)\.", k))})
@@ -103,6 +144,18 @@ def main() -> None:
             ]
         )
     print(_common.table(["ours", "value"], rows), flush=True)
+    if args.floor:
+        floor = floor_block(args.dir, index)
+        total = sum(float(r[4]) for r in floor)  # type: ignore[arg-type]
+        floor.append(["block 0 floor (7 matrices)", "", "", "", total])
+        print()
+        print(
+            _common.table(["matrix", "syrk f64 s", "fastest solver", "solve s", "floor s"], floor)
+        )
+        ours_block0 = block_t[0] if args.workers == 1 else per_block
+        print(
+            f"ours block 0: {ours_block0:.2f} s = {ours_block0 / total:.3f} × the floor", flush=True
+        )
 
     if args.peer == "none":
         return
