@@ -29,7 +29,7 @@ WS = str(Path(sys.executable).with_name("weightspectra"))
 COMMANDS: list[tuple[str, list[str], dict[str, str]]] = [
     (
         "bench-solvers",
-        [WS, "bench-solvers", "--orders", "512", "1024", "2048", "4096", "--no-save"],
+        [WS, "bench-solvers", "--orders", "512", "1024", "2048", "4096"],
         {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
     ),
     ("bench_floor", [PY, "benchmarks/bench_floor.py", "--quick"], {}),
