@@ -272,3 +272,18 @@ def test_peak_memory_is_one_tensor_not_the_checkpoint(
     bound = 40 * MB * workers
     assert growth < bound, f"peak RSS grew by {growth / MB:.0f} MB (bound {bound / MB:.0f} MB)"
     assert growth < as_float32 / 4
+
+
+@pytest.mark.usefixtures("streaming_threshold")
+def test_a_streamed_matrix_gets_its_farms_alpha_from_bands_of_rows() -> None:
+    w = np.random.default_rng(10).standard_t(3, (2000, 40)).astype(np.float32)
+    reads: list[tuple[str, int, int]] = []
+    report = ws.analyze(_row_source({"big.weight": w}, reads, load_works=False), estimator="farms")
+    (row,) = report.layers
+    assert row.status is Status.OK, row.reason
+    # the windows are 40 rows tall, half-overlapping: each read one band, none the whole matrix
+    bands = [(lo, hi) for _, lo, hi in reads if hi - lo == 40]
+    assert len(bands) == row.metrics["num_farms_windows"] == 99
+    assert max(hi - lo for _, lo, hi in reads) < 2000
+    whole = ws.analyze({"big.weight": w}, estimator="farms").layers[0]
+    assert row.metrics["alpha_farms"] == whole.metrics["alpha_farms"]

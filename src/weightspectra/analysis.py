@@ -260,6 +260,7 @@ def analyze_tensor(
                 matrix=matrix,
                 rand_evals=rand,
                 eig_scale=group.eig_scale,
+                read_rows=read_rows,
             )
             metrics.update(registered_columns(evals, group.N, group.M, metrics))
         except Exception as exc:  # a bug in one layer's metrics fails that row, not the run

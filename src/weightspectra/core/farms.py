@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from weightspectra.core.eigen import layer_eigenvalues
+from weightspectra.core.eigen import RowReader, layer_eigenvalues
 from weightspectra.enums import EigenMethod, Precision
 from weightspectra.errors import OptionError
 
@@ -145,7 +145,7 @@ def farms_windows(
 
 
 def farms_eigenvalues(
-    stack: np.ndarray,
+    stack: np.ndarray | None = None,
     *,
     ratio: float = 1.0,
     window: int | None = None,
@@ -154,6 +154,8 @@ def farms_eigenvalues(
     eig_scale: float = 1.0,
     normalize: bool = False,
     what: str = "matrix",
+    read_rows: RowReader | None = None,
+    shape: tuple[int, int] | None = None,
 ) -> tuple[np.ndarray, int]:
     """The pooled ESD of the FARMS windows of a layer's matrices, and the number of windows.
 
@@ -163,7 +165,7 @@ def farms_eigenvalues(
 
     Parameters
     ----------
-    stack : ndarray of shape (k, rows, cols) or (rows, cols)
+    stack : ndarray of shape (k, rows, cols) or (rows, cols), optional
         The layer's matrices, unscaled (k pooled convolution slices each give their windows).
     ratio, window, stride
         As :func:`farms_windows`.
@@ -171,6 +173,10 @@ def farms_eigenvalues(
         As :func:`~weightspectra.core.eigen.layer_eigenvalues`.
     normalize : bool, default False
         Divide each window's eigenvalues by its long side (the normalised convention).
+    read_rows, shape : optional
+        Instead of ``stack``: one matrix of this ``(rows, cols)`` shape, whose rows ``lo:hi``
+        ``read_rows(lo, hi)`` returns (a streamed tensor: only one band of window rows is
+        held at a time).
 
     Returns
     -------
@@ -192,24 +198,39 @@ def farms_eigenvalues(
     >>> evals, count = farms_eigenvalues(w, stride=1.0)
     >>> count, evals.shape
     (3, (12,))
+    >>> same, _ = farms_eigenvalues(read_rows=lambda lo, hi: w[lo:hi], shape=w.shape, stride=1.0)
+    >>> bool(np.array_equal(evals, same))
+    True
     """
-    mats = np.asarray(stack)
-    if mats.ndim == 2:
-        mats = mats[None]
-    grid = farms_windows(mats.shape[1:], ratio=ratio, window=window, stride=stride)
+    if stack is not None:
+        mats = np.asarray(stack)
+        mats = mats[None] if mats.ndim == 2 else mats
+        k, dims = mats.shape[0], (mats.shape[1], mats.shape[2])
+
+        def band(lo: int, hi: int) -> np.ndarray:
+            return mats[:, lo:hi]
+    elif read_rows is not None and shape is not None:
+        k, dims = 1, (int(shape[0]), int(shape[1]))
+
+        def band(lo: int, hi: int) -> np.ndarray:
+            return np.asarray(read_rows(lo, hi))[None]
+    else:
+        raise OptionError("farms_eigenvalues needs a stack, or read_rows with a shape")
+    grid = farms_windows(dims, ratio=ratio, window=window, stride=stride)
     parts = []
-    for r, c in grid.slices():
-        # One ESD per window, pooled: the k slices of a convolution share the same windows.
-        windows = np.ascontiguousarray(mats[:, r, c])
-        for one in windows:
-            parts.append(
-                layer_eigenvalues(
-                    one[None],
-                    method=EigenMethod.GRAM,
-                    precision=precision,
-                    eig_scale=eig_scale,
-                    normalize_by=max(grid.rows, grid.cols) if normalize else None,
-                    what=f"{what} FARMS window {r.start}:{r.stop}×{c.start}:{c.stop}",
+    for r0 in grid.row_starts:
+        rows = band(r0, r0 + grid.rows)  # (k, window rows, cols): one band at a time
+        for c0 in grid.col_starts:
+            windows = np.ascontiguousarray(rows[:, :, c0 : c0 + grid.cols])
+            for one in windows:  # one ESD per window, pooled
+                parts.append(
+                    layer_eigenvalues(
+                        one[None],
+                        method=EigenMethod.GRAM,
+                        precision=precision,
+                        eig_scale=eig_scale,
+                        normalize_by=max(grid.rows, grid.cols) if normalize else None,
+                        what=f"{what} FARMS window {r0}:{r0 + grid.rows}×{c0}:{c0 + grid.cols}",
+                    )
                 )
-            )
-    return np.sort(np.concatenate(parts)), grid.count * mats.shape[0]
+    return np.sort(np.concatenate(parts)), grid.count * k

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from weightspectra.core.eigen import RowReader
 from weightspectra.core.farms import farms_eigenvalues
 from weightspectra.errors import LayerError, OptionError
 from weightspectra.fitting.powerlaw import FitError, fit_power_law
@@ -39,19 +40,22 @@ FARMS_COLUMNS = (
 
 
 def farms_metrics(
-    stack: np.ndarray,
+    stack: np.ndarray | None,
     evals: np.ndarray,
     options: Options,
     *,
     eig_scale: float = 1.0,
     what: str = "matrix",
+    read_rows: RowReader | None = None,
+    shape: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
     """The ``*_farms`` columns of one layer.
 
     Parameters
     ----------
-    stack : ndarray of shape (k, rows, cols) or (rows, cols)
-        The layer's matrices, unscaled.
+    stack : ndarray of shape (k, rows, cols) or (rows, cols), or None
+        The layer's matrices, unscaled; None with ``read_rows`` and ``shape`` (a streamed
+        matrix, read one band of window rows at a time).
     evals : ndarray
         The layer's own ESD, ascending, in report units (for the α-weighted metrics).
     options : Options
@@ -79,6 +83,8 @@ def farms_metrics(
             eig_scale=eig_scale,
             normalize=options.normalize,
             what=what,
+            read_rows=read_rows,
+            shape=shape,
         )
     except (OptionError, LayerError) as exc:
         return {"alpha_farms": None, "farms_error": str(exc)}

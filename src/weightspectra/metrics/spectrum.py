@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from weightspectra.core.eigen import RowReader
 from weightspectra.enums import EigenMethod, Estimator, Precision
 from weightspectra.fitting.powerlaw import FitError, PowerLawFit, fit_power_law
 from weightspectra.metrics.diagnostics import layer_diagnostics
@@ -41,6 +42,7 @@ def spectrum_metrics(
     rand_evals: np.ndarray | None = None,
     *,
     eig_scale: float = 1.0,
+    read_rows: RowReader | None = None,
 ) -> dict[str, Any]:
     """All metric columns of one ESD: norms, ranks, entropy, power-law fit, random-matrix
     diagnostics and warnings.
@@ -65,6 +67,9 @@ def spectrum_metrics(
     eig_scale : float, default 1.0
         The factor the ESD was multiplied by (the convolution scaling), applied alike to the
         exact singular values.
+    read_rows : callable, optional
+        For a streamed matrix (one ``(N, M)`` matrix, rows ``lo:hi`` read on demand): the
+        FARMS windows read their rows through it, one band at a time, instead of ``matrix``.
 
     Returns
     -------
@@ -110,7 +115,14 @@ def spectrum_metrics(
         metrics.update({"alpha": None, "fit_error": fit_error})
     else:
         metrics.update(fit_metrics(evals, fit))
-    if options.estimator is Estimator.FARMS and matrix is not None:
+    if options.estimator is Estimator.FARMS and read_rows is not None:
+        shape = (N, M)
+        metrics.update(
+            farms_metrics(
+                None, evals, options, eig_scale=eig_scale, read_rows=read_rows, shape=shape
+            )
+        )
+    elif options.estimator is Estimator.FARMS and matrix is not None:
         metrics.update(farms_metrics(matrix(), evals, options, eig_scale=eig_scale))
     metrics.update(
         layer_diagnostics(
