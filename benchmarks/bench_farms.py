@@ -6,9 +6,10 @@
    this process on the same pinned BLAS threads (best of ``--repeats`` after one untimed run of
    each, so imports and the page cache are warm for both), and the same with the word
    embedding left out (``exclude=["embeddings"]``), whose 30522 × 384 matrix has 159 windows.
-2. Bias: Student-t(3) matrices (Q·128) × 128 from one generating process, Q = 1, 2, 4, 8,
-   ``--seeds`` each (seeds ``1000·Q + s``, those of ``tests/metrics/test_farms.py``): the
-   median plain α and FARMS α per Q, and their spread across Q.
+2. Bias: Student-t matrices from one generating process at Q = 1, 2, 4, 8, ``--seeds`` each:
+   the median plain α and FARMS α per Q and their spread across Q, for (Q·128) × 128 matrices
+   (the short side fixed; default windows, the seeds of ``tests/metrics/test_farms.py``) and for
+   matrices of about 256² entries each (Q·M × M, M = 256/√Q; one window size for all, 64).
 """
 
 from __future__ import annotations
@@ -47,22 +48,46 @@ def cost(repeats: int) -> None:
     print(_common.table(["MiniLM", "windows", "plain s", "farms s", "farms / plain"], rows))
 
 
-def bias(seeds: int) -> None:
+def _spread_table(
+    design: str,
+    shapes: dict[int, tuple[int, int]],
+    df: float,
+    seeds: int,
+    window: int | None,
+    seed_base: int,
+) -> list[list[str]]:
     plain, farms = [], []
-    for q in (1, 2, 4, 8):
+    for q, shape in shapes.items():
         p, f = [], []
         for s in range(seeds):
-            w = np.random.default_rng(1000 * q + s).standard_t(3.0, (q * 128, 128))
+            w = np.random.default_rng(seed_base + 1000 * q + s).standard_t(df, shape)
             p.append(fit_power_law(layer_eigenvalues(w[None])).alpha)
-            f.append(fit_power_law(farms_eigenvalues(w)[0]).alpha)
+            f.append(fit_power_law(farms_eigenvalues(w, window=window)[0]).alpha)
         plain.append(float(np.median(p)))
         farms.append(float(np.median(f)))
-    head = ["Q", "1", "2", "4", "8", "spread (max - min)"]
-    body = [
-        [f"plain α (median of {seeds})", *[f"{v:.2f}" for v in plain], f"{np.ptp(plain):.2f}"],
-        [f"FARMS α (median of {seeds})", *[f"{v:.2f}" for v in farms], f"{np.ptp(farms):.2f}"],
+    how = "largest window" if window is None else f"windows {window}×{window}"
+    return [
+        [design, f"t({df:g})", "plain α", *[f"{v:.2f}" for v in plain], f"{np.ptp(plain):.2f}"],
+        [
+            design,
+            f"t({df:g})",
+            f"FARMS α ({how})",
+            *[f"{v:.2f}" for v in farms],
+            f"{np.ptp(farms):.2f}",
+        ],
     ]
-    print(_common.table(head, body))
+
+
+def bias(seeds: int) -> None:
+    """Medians over ``seeds`` matrices per Q, Student-t entries (one generating process)."""
+    rows = []
+    tall = {q: (q * 128, 128) for q in (1, 2, 4, 8)}  # the short side fixed
+    rows += _spread_table("(Q·128)×128", tall, 3.0, seeds, None, 0)
+    same = {q: (q * round(256 / q**0.5), round(256 / q**0.5)) for q in (1, 2, 4, 8)}  # ~65k
+    for df in (2.5, 3.0, 4.0):
+        rows += _spread_table("N·M ≈ 256², Q·M × M", same, df, seeds, 64, 7777)
+    head = ["matrices", "entries", "estimator", "Q=1", "Q=2", "Q=4", "Q=8", "spread"]
+    print(_common.table(head, rows))
 
 
 def main() -> None:
