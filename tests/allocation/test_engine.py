@@ -172,3 +172,42 @@ def test_missing_metrics_and_bad_arguments_are_refused(report: ws.Report) -> Non
         ws.allocate(report, budget=math.nan)
     with pytest.raises(AllocationError, match="nothing left"):
         ws.allocate(report, budget=0.5, exclude=["."])
+
+
+def test_bits_take_only_the_candidates_and_use_the_budget(report: ws.Report) -> None:
+    plan = ws.allocate(report, budget=3.0, kind="bits", candidates=(2, 4, 8))
+    assert set(plan.values.values()) <= {2.0, 4.0, 8.0}
+    assert plan.achieved <= 3.0 + 1e-12
+    # the integer plan uses the budget at least as well as rounding every layer down
+    free = ws.allocate(report, budget=3.0, kind="bits")
+    floor_mean = _mean(ws.allocate(report, budget=3.0, kind="bits", candidates=(2, 3)))
+    assert free.achieved >= min(floor_mean, 3.0) - 1e-12
+    with pytest.raises(AllocationError, match="no candidate value"):
+        ws.allocate(report, budget=3.0, kind="bits", candidates=(16,))
+
+
+def test_a_group_shares_one_value(rng: np.random.Generator) -> None:
+    model = {
+        f"layers.{b}.{part}.weight": rng.standard_t(2.0 + b + (part == "up"), (64, 48))
+        for b in range(3)
+        for part in ("q", "up")
+    }
+    report = ws.analyze(model)
+    plan = ws.allocate(report, budget=0.6, group=r"layers\.(\d+)\.")
+    for b in range(3):
+        assert plan.values[f"layers.{b}.q"] == plan.values[f"layers.{b}.up"]
+    alpha = {r.name: r.metrics["alpha"] for r in report.analysed}
+    block = [(alpha[f"layers.{b}.q"] + alpha[f"layers.{b}.up"]) / 2 for b in range(3)]
+    order = np.argsort(block)
+    values = [plan.values[f"layers.{b}.q"] for b in range(3)]
+    assert list(np.argsort(values, kind="stable")) == list(order)  # by the block mean α
+    assert _mean(plan) == pytest.approx(0.6, abs=1e-12)
+
+
+def test_a_small_head_is_noted(rng: np.random.Generator) -> None:
+    report = ws.analyze(
+        {"body.weight": rng.standard_t(3, (256, 128)), "head.weight": rng.standard_t(3, (10, 128))}
+    )
+    plan = ws.allocate(report, budget=0.5)
+    (head,) = [a for a in plan.layers if a.name == "head"]
+    assert "only 10 eigenvalues" in head.note

@@ -148,3 +148,21 @@ def test_peft_builds_the_lora_ranks_of_a_rank_plan() -> None:
         if hasattr(m, "lora_A") and "default" in m.lora_A
     }
     assert sizes == ranks
+
+
+def test_wanda_calibration_batches_may_be_keyword_inputs() -> None:
+    class Keyed(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = _net(5)
+
+        def forward(self, *, pixels: torch.Tensor) -> torch.Tensor:
+            return self.body(pixels)
+
+    net = Keyed()
+    xs = [torch.randn(16, 48, generator=torch.Generator().manual_seed(i)) for i in range(2)]
+    plan = ws.allocate(ws.analyze(net), budget=0.5)
+    by_kw = plan.masks(net, method="wanda", calibration=[{"pixels": x} for x in xs])
+    direct = plan.masks(net.body, method="wanda", calibration=xs)
+    for name, mask in direct.items():
+        assert torch.equal(by_kw["body." + name], mask)

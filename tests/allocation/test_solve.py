@@ -8,7 +8,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from weightspectra.allocation.solve import AllocationError, offsets, round_down, solve_shift
+from weightspectra.allocation.solve import (
+    AllocationError,
+    integer_values,
+    offsets,
+    round_down,
+    solve_shift,
+)
 from weightspectra.enums import AllocationMapping
 
 
@@ -94,3 +100,43 @@ def test_rounding_stays_under_the_budget_and_near_the_best(seed: int) -> None:
     assert total <= target + 1e-9
     # greedy by fraction: within the largest single weight of the best floor/ceil choice
     assert total >= _brute_force(values, 2, 8, w, target) - w.max()
+
+
+def _best_by_enumeration(
+    values: np.ndarray, w: np.ndarray, allowed: list[np.ndarray], target: float
+) -> tuple[float, float]:
+    """Reference: every combination; the largest total ≤ target, then the least distance."""
+    import itertools
+
+    best = (-np.inf, np.inf)
+    for combo in itertools.product(*allowed):
+        b = np.array(combo, dtype=float)
+        total = float(np.sum(w * b))
+        if total > target + 1e-9:
+            continue
+        dist = float(np.sum(w * (b - values) ** 2))
+        if total > best[0] + 1e-9 or (abs(total - best[0]) <= 1e-9 and dist < best[1] - 1e-9):
+            best = (total, dist)
+    return best
+
+
+@pytest.mark.parametrize("seed", range(25))
+def test_integer_values_are_the_best_plan_under_the_budget(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 6))
+    w = rng.integers(1, 100, n).astype(float)
+    values = rng.uniform(2, 8, n)
+    allowed = [np.unique(rng.choice([2, 3, 4, 5, 6, 8], size=3)).astype(float) for _ in range(n)]
+    low = float(sum(wi * a.min() for wi, a in zip(w, allowed, strict=True)))
+    target = low + rng.uniform(0, 1) * float(np.sum(w * 6))
+    out = integer_values(values, w, allowed, target)
+    assert all(o in a for o, a in zip(out, allowed, strict=True))
+    total, dist = float(np.sum(w * out)), float(np.sum(w * (out - values) ** 2))
+    best_total, best_dist = _best_by_enumeration(values, w, allowed, target)
+    assert total == pytest.approx(best_total, abs=1e-6)
+    assert dist == pytest.approx(best_dist, rel=1e-6, abs=1e-6)
+
+
+def test_integer_values_refuse_a_budget_below_the_smallest_values() -> None:
+    with pytest.raises(AllocationError, match="smallest allowed values"):
+        integer_values(np.full(2, 3.0), np.ones(2), [np.array([2.0, 3.0])] * 2, 3.0)

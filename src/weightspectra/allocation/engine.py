@@ -28,8 +28,8 @@ import numpy as np
 from weightspectra.allocation.plan import AllocationPlan, LayerAllocation
 from weightspectra.allocation.solve import (
     AllocationError,
+    integer_values,
     offsets,
-    round_down,
     solve_shift,
     weighted_mean,
 )
@@ -58,6 +58,9 @@ DEFAULT_SPREAD: dict[AllocationKind, float] = {
     AllocationKind.RANK: 1.0,
 }
 
+#: An ESD with fewer eigenvalues than this gives an unreliable α (a small head): its note says so.
+FEW_EVALS = 32
+
 #: A larger metric (α: less well trained) gets more sparsity, fewer bits, more rank.
 DIRECTION: dict[AllocationKind, int] = {
     AllocationKind.SPARSITY: 1,
@@ -73,6 +76,7 @@ class _Tensor:
     shape: tuple[int, ...]
     layer_type: str
     metric: float | None
+    num_evals: int = 0
     role: str = "allocated"
     note: str = ""
     value: float | None = None
@@ -105,6 +109,7 @@ def _tensors(report: Report, metric: str) -> list[_Tensor]:
                 shape=tuple(first.shape),
                 layer_type=first.layer_type,
                 metric=num / den if den else None,
+                num_evals=min(r.num_evals for r in rows),
                 note="" if first.status is Status.OK else f"not analysed: {first.reason}",
             )
         )
@@ -151,8 +156,10 @@ def allocate(
     pin: Mapping[str, float] | None = None,
     exclude: Sequence[str] | str = (),
     include_embeddings: bool = False,
+    candidates: Sequence[int] | None = None,
+    group: str | None = None,
 ) -> AllocationPlan:
-    """A per-layer plan of sparsity, bit widths or LoRA ranks from a report's layer metric.
+    r"""A per-layer plan of sparsity, bit widths or LoRA ranks from a report's layer metric.
 
     Parameters
     ----------
@@ -185,12 +192,21 @@ def allocate(
         Layers whose name or key matches are left out of the plan and of the budget's mean.
     include_embeddings : bool, default False
         Plan embedding tables too (by default they are excluded).
+    candidates : sequence of int, optional
+        The values an integer kind may take (e.g. hardware widths ``(2, 3, 4, 8)``); default
+        every integer within the bounds. Each layer chooses among the two candidates at or
+        below its continuous value and the two at or above it.
+    group : regex, optional
+        Layers whose names give the same match (its first group when it has one, e.g.
+        ``r"layers\.(\d+)\."``) share their parameter-weighted mean metric, so a block of a
+        transformer gets one value per kind (AlphaPruning's block-wise allocation).
 
     Returns
     -------
     AllocationPlan
-        ``achieved`` equals ``budget`` to rounding for sparsity; for bits and ranks (integers)
-        it is at most ``budget``, as near as integer values allow.
+        ``achieved`` equals ``budget`` to rounding for sparsity. For bits and ranks (integers)
+        it is the largest weighted mean ≤ ``budget`` the allowed integers reach, and among the
+        plans reaching it the one nearest the continuous values (an integer programme).
 
     Raises
     ------
@@ -265,8 +281,12 @@ def allocate(
     for t in free:
         if t.metric is None:
             t.note = _join(t.note, f"no {metric}: given the median {fill:.4g}")
+        elif 0 < t.num_evals < FEW_EVALS:
+            t.note = _join(t.note, f"only {t.num_evals} eigenvalues: {metric} unreliable")
     metric_v = np.array([fill if t.metric is None else t.metric for t in free])
     w_free = np.array([_weight(kind_e, t.shape) for t in free])
+    if group is not None:
+        metric_v = _grouped(free, metric_v, w_free, re.compile(group))
     w_all = np.array([_weight(kind_e, t.shape) for t in planned])
     pinned_total = sum(
         _weight(kind_e, t.shape) * float(t.value or 0.0) for t in planned if t.role == "pinned"
@@ -293,7 +313,7 @@ def allocate(
             f"({lo:g}, {hi:g}){pinned}; budgets from {low:.6g} to {high:.6g} can"
         ) from exc
     if kind_e is not AllocationKind.SPARSITY:
-        values = round_down(values, lo_v, hi_v, w_free, target)
+        values = integer_values(values, w_free, _allowed(values, lo_v, hi_v, candidates), target)
     for t, v in zip(free, values, strict=True):
         t.value = float(v)
     achieved = weighted_mean(np.array([float(t.value or 0.0) for t in planned]), w_all)
@@ -320,6 +340,45 @@ def allocate(
         ),
         source=rep.source,
     )
+
+
+def _allowed(
+    values: np.ndarray, lo: np.ndarray, hi: np.ndarray, candidates: Sequence[int] | None
+) -> list[np.ndarray]:
+    """Each layer's integer choices: the two allowed values at or below its continuous value
+    and the two at or above it, within its bounds."""
+    out = []
+    for v, a, b in zip(values, lo, hi, strict=True):
+        top = b if math.isfinite(b) else math.ceil(v) + 2
+        pool = (
+            np.arange(math.ceil(a - 1e-9), math.floor(top + 1e-9) + 1, dtype=np.float64)
+            if candidates is None
+            else np.array(sorted({float(c) for c in candidates if a - 1e-9 <= c <= top + 1e-9}))
+        )
+        if pool.size == 0:
+            raise AllocationError(
+                f"no candidate value lies within the bounds ({a:g}, {b:g}); candidates "
+                f"{sorted(candidates or [])}"
+            )
+        below, above = pool[pool <= v + 1e-9][-2:], pool[pool >= v - 1e-9][:2]
+        near = np.unique(np.concatenate([below, above]))
+        out.append(near if near.size else pool[[0]] if v < pool[0] else pool[[-1]])
+    return out
+
+
+def _grouped(
+    free: list[_Tensor], metric: np.ndarray, weights: np.ndarray, pattern: re.Pattern[str]
+) -> np.ndarray:
+    """Each tensor's metric replaced by the weighted mean of its group (unmatched: alone)."""
+    keys: list[str] = []
+    for t in free:
+        m = pattern.search(t.name)
+        keys.append(t.name if m is None else (m.group(1) if m.groups() else m.group(0)))
+    out = metric.copy()
+    for key in set(keys):
+        idx = [i for i, k in enumerate(keys) if k == key]
+        out[idx] = float(np.sum(weights[idx] * metric[idx]) / np.sum(weights[idx]))
+    return out
 
 
 def _join(a: str, b: str) -> str:

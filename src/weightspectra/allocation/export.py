@@ -170,8 +170,13 @@ def _input_norms(model: Any, names: Mapping[str, str], batches: Iterable[Any]) -
     try:
         with torch.no_grad():
             seen = 0
-            for batch in batches:
-                model(*batch) if isinstance(batch, (tuple, list)) else model(batch)
+            for batch in batches:  # keyword inputs (a tokenizer's output), a tuple, or one tensor
+                if isinstance(batch, Mapping):
+                    model(**batch)
+                elif isinstance(batch, (tuple, list)):
+                    model(*batch)
+                else:
+                    model(batch)
                 seen += 1
     finally:
         for h in hooks:

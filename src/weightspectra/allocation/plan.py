@@ -148,7 +148,9 @@ class AllocationPlan:
 
         ``method="magnitude"`` prunes the smallest ``|W|`` within each layer;
         ``method="wanda"`` the smallest ``|W_ij|·‖X_j‖₂`` within each output row, with the
-        input norms measured on ``calibration`` batches through ``model`` (a torch module).
+        input norms measured on ``calibration`` batches through ``model`` (a torch module;
+        each batch a tensor, a tuple of positional inputs, or a mapping of keyword inputs such
+        as a tokenizer's output).
         ``model`` is a torch module, a state dict or a mapping of numpy arrays; the masks are
         of its kind. See :func:`weightspectra.allocation.export.masks`.
         """

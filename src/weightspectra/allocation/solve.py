@@ -8,7 +8,10 @@ Pure numpy functions, the whole numeric part of :func:`weightspectra.allocate`:
 - :func:`solve_shift` finds the one shift ``c`` for which the clipped values
   ``clip(c + offsetᵢ, loᵢ, hiᵢ)`` have the weighted mean asked for, exactly (the mean is
   piecewise linear in ``c``; the segment is found and solved in closed form);
-- :func:`round_down` makes integer values (bits, ranks) from those, never above the budget.
+- :func:`integer_values` makes integer values (bits, ranks) from those: the weighted total
+  nearest the budget from below that the allowed integers reach, and among the plans reaching
+  it the one nearest the continuous values (an exact integer programme, scipy's HiGHS);
+  :func:`round_down`, the greedy rounding it falls back to for very large problems.
 """
 
 from __future__ import annotations
@@ -169,6 +172,82 @@ def round_down(
             out[i] += 1
             left -= w[i]
     return out
+
+
+#: Integer programmes with more binary variables than this are rounded greedily instead.
+MAX_BINARIES = 50_000
+
+
+def integer_values(
+    values: np.ndarray,
+    weights: np.ndarray,
+    allowed: list[np.ndarray],
+    target: float,
+) -> np.ndarray:
+    """Integer values from ``allowed[i]`` for each layer with weighted total ≤ ``target``:
+    the largest total any choice reaches, and among those the choice nearest ``values``
+    (least Σ wᵢ (bᵢ − vᵢ)²).
+
+    Two integer programmes over binaries x_ik (layer i takes its k-th allowed value), solved by
+    :func:`scipy.optimize.milp`: the first maximises the total, the second minimises the
+    distance at that total. A problem with more than :data:`MAX_BINARIES` binaries is rounded
+    by :func:`round_down` instead.
+
+    Raises
+    ------
+    AllocationError
+        If even the smallest allowed values exceed ``target``.
+
+    Examples
+    --------
+    >>> w = np.array([16384.0, 32768.0, 1280.0])         # an MLP's three layers
+    >>> v = np.array([2.0, 2.77, 2.0])                    # continuous widths, mean 2.5
+    >>> b = integer_values(v, w, [np.array([2, 3, 4, 8])] * 3, 2.5 * w.sum())
+    >>> b.tolist(), round(float(np.sum(w * b) / w.sum()), 3)   # rounding down would give 2.0
+    ([3.0, 2.0, 8.0], 2.477)
+    """
+    w = np.asarray(weights, dtype=np.float64)
+    v = np.asarray(values, dtype=np.float64)
+    low = float(sum(wi * a.min() for wi, a in zip(w, allowed, strict=True)))
+    if low > target * (1 + 1e-12) + 1e-9:
+        raise AllocationError(
+            f"the smallest allowed values need a weighted total of {low:.6g}, above {target:.6g}"
+        )
+    sizes = [a.size for a in allowed]
+    if sum(sizes) > MAX_BINARIES:
+        lo = np.array([a.min() for a in allowed], dtype=np.float64)
+        hi = np.array([a.max() for a in allowed], dtype=np.float64)
+        return round_down(v, lo, hi, w, target)
+    from scipy.optimize import Bounds, LinearConstraint, milp
+
+    n = sum(sizes)
+    offsets_ = np.cumsum([0, *sizes])
+    cost = np.concatenate([wi * a for wi, a in zip(w, allowed, strict=True)])
+    one = np.zeros((len(allowed), n))
+    for i in range(len(allowed)):
+        one[i, offsets_[i] : offsets_[i + 1]] = 1.0
+    pick_one = LinearConstraint(one, 1.0, 1.0)
+    scale = max(float(target), 1.0)
+    under = LinearConstraint(cost[None, :] / scale, -np.inf, target / scale + 1e-12)
+    binary = np.ones(n)
+    first = milp(
+        -cost / scale, constraints=[pick_one, under], integrality=binary, bounds=Bounds(0, 1)
+    )
+    if not first.success:  # pragma: no cover - feasible by the check above
+        raise AllocationError(f"the integer programme found no plan: {first.message}")
+    best = float(cost @ np.round(first.x))
+    reach = LinearConstraint(cost[None, :] / scale, best / scale - 1e-9, target / scale + 1e-12)
+    dist = np.concatenate([wi * (a - vi) ** 2 for wi, a, vi in zip(w, allowed, v, strict=True)])
+    second = milp(
+        dist / max(float(dist.max()), 1e-300),
+        constraints=[pick_one, reach],
+        integrality=binary,
+        bounds=Bounds(0, 1),
+    )
+    x = np.round(second.x if second.success else first.x)
+    return np.array(
+        [float(a[int(np.argmax(x[offsets_[i] : offsets_[i + 1]]))]) for i, a in enumerate(allowed)]
+    )
 
 
 def weighted_mean(values: np.ndarray, weights: np.ndarray) -> float:
