@@ -234,3 +234,14 @@ def test_the_policy_sees_the_blas_thread_count_in_force() -> None:
     assert policy._blas_threads() == blas_threads_now()
     with threadpoolctl.threadpool_limits(limits=1, user_api="blas"):
         assert policy._blas_threads() == 1 == blas_threads_now()
+
+
+def test_a_class_far_from_the_order_gives_no_estimate() -> None:
+    from weightspectra.backends.solvers import ESTIMATE_MAX_RATIO, SolverTable
+    from weightspectra.enums import Precision, Solver
+
+    table = SolverTable("k", 2, {Precision.FLOAT64: {512: {Solver.NUMPY: 0.01}}})
+    assert table.estimate(Solver.NUMPY, 1024, Precision.FLOAT64) == pytest.approx(0.08)
+    assert ESTIMATE_MAX_RATIO == 2.0
+    # a 512 measurement says nothing about which solver is fastest at 4096
+    assert table.estimate(Solver.NUMPY, 4096, Precision.FLOAT64) is None

@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from weightspectra.core.eigen import lapack_eigvalsh
+from weightspectra.core.threads import numpy_blas_threads
 from weightspectra.enums import Precision, Solver
 from weightspectra.errors import LayerError
 
@@ -178,6 +179,10 @@ def available_solvers(*, with_mkl: bool = True) -> list[Solver]:
     return found
 
 
+#: A measured class stands for orders at most this factor away from it.
+ESTIMATE_MAX_RATIO = 2.0
+
+
 @dataclass(frozen=True)
 class SolverTable:
     """Measured seconds of each candidate per size class and precision, on one machine.
@@ -205,11 +210,15 @@ class SolverTable:
 
     def estimate(self, solver: Solver, order: int, precision: Precision) -> float | None:
         """Seconds ``solver`` takes on a Gram matrix of ``order``: the nearest measured class
-        (in log order), scaled by ``(order / class)³``; None if not measured."""
+        (in log order), scaled by ``(order / class)³``; None if not measured, or if the
+        nearest class is more than :data:`ESTIMATE_MAX_RATIO` times off (which solver is
+        fastest changes with the order: numpy's at 2048 here, the two-stage one at 4096)."""
         classes = self.classes(precision)
         if not classes:
             return None
         nearest = min(classes, key=lambda c: abs(math.log(order / c)))
+        if max(order / nearest, nearest / order) > ESTIMATE_MAX_RATIO:
+            return None
         measured = self.seconds[precision][nearest].get(solver)
         if measured is None:
             return None
@@ -471,8 +480,8 @@ class SolverPolicy:
 
             self._controller = ThreadpoolController()
             self._modules_seen = len(sys.modules)
-        blas = [lib for lib in self._controller.lib_controllers if lib.user_api == "blas"]
-        return max((int(lib.num_threads) for lib in blas), default=1)
+        # numpy's OpenBLAS runs the solvers; scipy's (syrk only) may be set otherwise
+        return numpy_blas_threads(self._controller)
 
     def table(self, threads: int) -> SolverTable | None:
         if threads not in self._tables:

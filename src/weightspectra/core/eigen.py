@@ -6,8 +6,10 @@ matrix (WᵀW or WWᵀ) by default, or by a full SVD (exact, for tests and tiny 
 
 from __future__ import annotations
 
+import sys
 import warnings
 from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -177,6 +179,21 @@ def _blocked_gram_eigenvalues(
     return solver(gram).astype(np.float64, copy=False)
 
 
+def _scipy_blas() -> Any:
+    """scipy's BLAS module, imported on first use (only big matrices need it), its OpenBLAS
+    then set to the thread count numpy's has now: a limit set before scipy was loaded (the
+    caller's, or the workers' budget) would otherwise not reach it, and two workers would each
+    run syrk on every core."""
+    first = "scipy.linalg.blas" not in sys.modules
+    from scipy.linalg import blas
+
+    if first:
+        from weightspectra.core.threads import follow_numpy_blas_threads
+
+        follow_numpy_blas_threads()
+    return blas
+
+
 def _accumulate_gram(
     parts: Iterable[np.ndarray], order: int, dtype: np.dtype, tall: bool
 ) -> np.ndarray:
@@ -193,7 +210,7 @@ def _accumulate_gram(
             total += block.T @ block if tall else block @ block.T
             del block
         return total
-    from scipy.linalg import blas  # only big matrices need it: keep the import cheap
+    blas = _scipy_blas()
 
     # scipy's syrk accumulates in place (numpy's ``x.T @ x`` would need an add and a symmetric
     # copy per block). scipy ships its own OpenBLAS, and switching between two multithreaded
