@@ -166,3 +166,16 @@ def test_wanda_calibration_batches_may_be_keyword_inputs() -> None:
     direct = plan.masks(net.body, method="wanda", calibration=xs)
     for name, mask in direct.items():
         assert torch.equal(by_kw["body." + name], mask)
+
+
+def test_masks_are_found_by_layer_name_too() -> None:
+    net = _net(6)
+    plan = ws.allocate(ws.analyze(net), budget=0.6)
+    keep = plan.masks(net)
+    assert "2" in keep and "2.weight" in keep and "2.bias" not in keep
+    assert keep["2"] is keep["2.weight"]
+    for name, sparsity in plan.values.items():
+        pruned = float((~keep[name]).float().mean())
+        assert pruned == pytest.approx(sparsity, abs=1 / keep[name].numel())
+    with pytest.raises(KeyError):
+        keep["nope"]

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from weightspectra.allocation.engine import DEFAULT_BOUNDS, DEFAULT_SPREAD, DIRECTION, allocate
 from weightspectra.allocation.export import (
+    Masks,
     apply_masks,
     lora_config,
     magnitude_mask,
@@ -64,6 +65,7 @@ __all__ = [
     "AllocationPlan",
     "LayerAllocation",
     "LayerDamage",
+    "Masks",
     "SpectralDamage",
     "UnpairedLayer",
     "allocate",

@@ -29,6 +29,21 @@ from weightspectra.errors import InputError, OptionError
 METHODS = ("magnitude", "wanda")
 
 
+class Masks(dict[str, Any]):
+    """Keep-masks by parameter name (``"encoder.0.weight"``); a layer's name without its
+    ``.weight`` (``"encoder.0"``, as the report and ``plan.values`` spell it) finds it too."""
+
+    def __missing__(self, key: str) -> Any:
+        if isinstance(key, str) and dict.__contains__(self, key + ".weight"):
+            return self[key + ".weight"]
+        raise KeyError(key)
+
+    def __contains__(self, key: object) -> bool:
+        return dict.__contains__(self, key) or (
+            isinstance(key, str) and dict.__contains__(self, key + ".weight")
+        )
+
+
 def match_names(wanted: Iterable[str], available: Iterable[str]) -> dict[str, str]:
     """Each wanted key → the available name it is, or the unique one it is a dotted suffix of
     (or that is a dotted suffix of it).
@@ -199,7 +214,8 @@ def masks(
     method: str = "magnitude",
     calibration: Iterable[Any] | None = None,
 ) -> dict[str, Any]:
-    """Keep-masks (``True`` = kept) by the model's parameter name, one per planned tensor,
+    """Keep-masks (``True`` = kept) by the model's parameter name (a :class:`Masks`, which
+    finds a layer's name without ``.weight`` too), one per planned tensor,
     each pruning ``round(sparsity · size)`` weights (magnitude) or that share of every
     output row (Wanda). Torch models and tensors give torch bool tensors; numpy gives arrays.
 
@@ -226,7 +242,7 @@ def masks(
                 "use method='magnitude' without them"
             )
         norms = _input_norms(model, names, calibration)
-    out: dict[str, Any] = {}
+    out = Masks()
     for key, sparsity in planned.items():
         target = params[names[key]]
         weight = _to_numpy(target)
