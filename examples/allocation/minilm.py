@@ -50,11 +50,14 @@ from _common import allocate, analyze, apply_masks, machine, mean_sd, pipe_table
 LICENSES = Path("/usr/share/common-licenses")
 TEXTS = ("GPL-3", "GFDL-1.3", "MPL-2.0", "Apache-2.0")
 CALIBRATION_TEXTS = ("LGPL-3", "Artistic", "CC0-1.0")
-#: allocation name -> (mapping, metric) of ``ws.allocate``
-ALLOCATIONS: dict[str, tuple[str, str]] = {
-    "uniform": ("uniform", "alpha"),
-    "alpha": ("linear", "alpha"),
-    "alpha_farms": ("linear", "alpha_farms"),
+#: allocation name -> keyword arguments of ``ws.allocate``; ``alpha_block`` (added after the
+#: first run, once ``ws.allocate`` had ``group=``) is AlphaPruning's block-wise recipe: every
+#: matrix of a transformer block gets the block's mean α, hence one sparsity per block.
+ALLOCATIONS: dict[str, dict[str, str]] = {
+    "uniform": {"mapping": "uniform", "metric": "alpha"},
+    "alpha": {"mapping": "linear", "metric": "alpha"},
+    "alpha_farms": {"mapping": "linear", "metric": "alpha_farms"},
+    "alpha_block": {"mapping": "linear", "metric": "alpha", "group": r"encoder\.layer\.(\d+)\."},
 }
 ENCODER = r"^encoder\."
 LEFT_DENSE = (r"^embeddings\.", r"^pooler\.")
@@ -141,8 +144,16 @@ def main() -> None:
     parser.add_argument(
         "--criteria", nargs="+", choices=["magnitude", "wanda"], default=["magnitude", "wanda"]
     )
+    parser.add_argument(
+        "--allocations",
+        nargs="+",
+        choices=list(ALLOCATIONS),
+        default=["uniform", "alpha", "alpha_farms"],
+        help="which plans (alpha_block: one sparsity per transformer block)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="folder for a figure (optional)")
     args = parser.parse_args()
+    chosen = {name: ALLOCATIONS[name] for name in args.allocations}
     set_threads()
     print(machine())
     t0 = time.perf_counter()
@@ -175,14 +186,9 @@ def main() -> None:
     t = time.perf_counter()
     plans: dict[tuple[float, str], Any] = {}
     for s in args.sparsities:
-        for alloc, (mapping, metric) in ALLOCATIONS.items():
+        for alloc, kwargs in chosen.items():
             plans[(s, alloc)] = allocate(
-                report,
-                budget=s,
-                kind="sparsity",
-                metric=metric,
-                mapping=mapping,
-                exclude=LEFT_DENSE,
+                report, budget=s, kind="sparsity", exclude=LEFT_DENSE, **kwargs
             )
     t_alloc = time.perf_counter() - t
     print("\nper-layer sparsity of the α plans (block: q/k/v/attn-out/intermediate/output)")
@@ -277,7 +283,7 @@ def main() -> None:
                 ]
 
             uni = pick("uniform")
-            for alloc in ALLOCATIONS:
+            for alloc in chosen:
                 sel = pick(alloc)
                 dcos = np.array([a["cos"] - u["cos"] for a, u in zip(sel, uni, strict=True)])
                 drho = np.array([a["rho"] - u["rho"] for a, u in zip(sel, uni, strict=True)])

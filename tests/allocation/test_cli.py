@@ -103,3 +103,18 @@ def test_diff_damage_ranks_the_quantised_layer_first(tmp_path: Path) -> None:
     rows = json.loads(out)["rows"]
     assert {r["name"]: r["rank"] for r in rows}["l1"] == 1
     assert {r["name"]: r["damage"] for r in rows}["l0"] == 0.0  # unchanged layers: no damage
+
+
+def test_allocate_takes_candidates_and_groups(model_file: Path) -> None:
+    code, out, err = cli(
+        "allocate", str(model_file), "--kind", "bits", "--budget", "4",
+        "--candidates", "2", "4", "8", "-f", "json",
+    )  # fmt: skip
+    assert code == EXIT_OK, err
+    assert {a["value"] for a in json.loads(out)["layers"]} <= {2, 4, 8}
+    code, out, err = cli(
+        "allocate", str(model_file), "--budget", "0.5", "--group", r"(layers)\.[01]\.", "-f", "json"
+    )
+    assert code == EXIT_OK, err
+    values = {a["name"]: a["value"] for a in json.loads(out)["layers"]}
+    assert values["layers.0.proj"] == values["layers.1.proj"]

@@ -70,6 +70,18 @@ def add_allocate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         "--exclude", action="append", default=[], metavar="REGEX", help="leave layers out"
     )
     p.add_argument("--include-embeddings", action="store_true", help="plan embeddings too")
+    p.add_argument(
+        "--candidates",
+        type=int,
+        nargs="+",
+        metavar="N",
+        help="values bits or ranks may take (e.g. 2 3 4 8); default every integer in the bounds",
+    )
+    p.add_argument(
+        "--group",
+        metavar="REGEX",
+        help=r"layers matching alike share one value, e.g. 'layers\.(\d+)\.' (block-wise)",
+    )
     p.add_argument("--output", "-o", type=Path, help="write the plan JSON here")
     p.add_argument(
         "--format", "-f", default="table", choices=["table", "json"], help="what to print"
@@ -106,6 +118,8 @@ def run_allocate(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> in
         pin=_pins(args.pin),
         exclude=tuple(args.exclude),
         include_embeddings=args.include_embeddings,
+        candidates=args.candidates,
+        group=args.group,
     )
     stdout.write(plan.to_json() + "\n" if args.format == "json" else plan.table())
     if args.output is not None:
