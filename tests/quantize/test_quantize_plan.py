@@ -236,3 +236,19 @@ def test_damage_correlation_and_negative_trace_warning() -> None:
         neg = sensitivity_table(net, loss_fn=concave, batches=data, seed=0)
     assert any(issubclass(w.category, NumericalWarning) for w in caught)
     assert all(layer.omega_hessian(2) >= 0 for layer in neg.layers)
+
+
+def test_plan_bits_takes_a_given_omega() -> None:
+    """A measured Ω (here a hand-made one that makes 2 bits ruinous for layer "2") steers the
+    plan; the plan equals the exhaustive optimum of that Ω."""
+    net, data = _tiny_classifier()
+    tab = sensitivity_table(net, loss_fn=CE, batches=data, seed=0)
+    omega = np.array([[1.0, 0.1, 0.01, 0.0]] * len(tab.names))
+    omega[tab.names.index("2"), 0] = 1e6  # ternary layer "2" would be a disaster
+    plan = plan_bits(tab, avg_bits=3.0, omega=omega)
+    assert plan.bits["2"] >= 3 and plan.sensitivity == "given"
+    problem = make_problem(omega, tab.sizes, list(tab.bits), 3.0 * float(tab.sizes.sum()))
+    best = solve_exhaustive(problem)
+    assert plan.bits == {n: int(tab.bits[k]) for n, k in zip(tab.names, best, strict=True)}
+    with pytest.raises(InputError, match="one row per layer"):
+        plan_bits(tab, avg_bits=3.0, omega=omega[:1])

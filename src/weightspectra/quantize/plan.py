@@ -257,6 +257,7 @@ def plan_bits(
     bops_budget: float | None = None,
     activation_bits: int = 8,
     solver: Solver | str = Solver.MILP,
+    omega: np.ndarray | None = None,
 ) -> BitPlan:
     """Choose a width per layer minimising Σ Ω under a model-size (and optional BOPs) budget.
 
@@ -282,6 +283,11 @@ def plan_bits(
         Upper bound on Σ MACs · b_w · ``activation_bits``; needs ``macs``.
     activation_bits : int, default 8
     solver : {"milp", "exhaustive"}, default "milp"
+    omega : ndarray (layers, widths), optional
+        Ω to minimise instead of the table's rule, e.g. the measured loss increase of quantising
+        each layer alone (:func:`~weightspectra.quantize.measured_damage`). It fixes the 3-bit
+        failure of the Hessian rule, whose second-order Ω underestimates 2-bit damage
+        (docs/curvature.md, Pitfalls); the plan's ``sensitivity`` is then ``"given"``.
 
     Returns
     -------
@@ -338,7 +344,17 @@ def plan_bits(
         if np.isnan(m).any():
             raise InputError(f"macs lacks layers {[n for n in names if n not in macs]}")
         extra.append((np.outer(m, np.array(widths, float)) * activation_bits, float(bops_budget)))
-    omega = table.omega(kind)
+    if omega is None:
+        omega = table.omega(kind)
+        label = kind.value
+    else:
+        omega = np.asarray(omega, dtype=np.float64)
+        if omega.shape != (len(names), len(widths)):
+            raise InputError(
+                f"omega has shape {omega.shape}; it needs one row per layer of the table and one "
+                f"column per width: ({len(names)}, {len(widths)}), e.g. from measured_damage"
+            )
+        label = "given"
     problem = make_problem(omega, sizes, widths, budget, allowed, groups, extra)
     pick = solve_milp(problem) if how is Solver.MILP else solve_exhaustive(problem)
     return _plan_from_pick(
@@ -346,7 +362,7 @@ def plan_bits(
         pick,
         omega,
         avg_bits_budget=budget / sizes.sum(),
-        sensitivity=kind.value,
+        sensitivity=label,
         solver=how.value,
         macs=macs,
         activation_bits=activation_bits,
