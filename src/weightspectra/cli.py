@@ -215,18 +215,22 @@ def _add_compare_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
 
 
+def _emit(text: str, args: argparse.Namespace, what: str, stdout: TextIO, stderr: TextIO) -> None:
+    """``text`` to ``--output`` (saying so on stderr) or to stdout."""
+    if args.output is not None:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(text)
+        stderr.write(f"weightspectra: wrote {what} ({args.format}) to {args.output}\n")
+    else:
+        stdout.write(text)
+
+
 def _run_compare(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     from weightspectra.compare import compare
 
     metrics = [str(m) for m in _split_list(args.metrics) or ()] or None
     cmp = compare(args.inputs, args.accuracy, metrics=metrics, min_evals=args.min_evals)
-    text = cmp.render(args.format)
-    if args.output is not None:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(text)
-        stderr.write(f"weightspectra: wrote the comparison ({args.format}) to {args.output}\n")
-    else:
-        stdout.write(text)
+    _emit(cmp.render(args.format), args, "the comparison", stdout, stderr)
     if args.report is not None:
         cmp.to_html(args.report)
         stderr.write(f"weightspectra: wrote the HTML comparison to {args.report}\n")
@@ -277,12 +281,7 @@ def _run_damage(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int
         + ", ".join(keep)
         + "\n"
     )
-    if args.output is not None:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(text)
-        stderr.write(f"weightspectra: wrote the spectral damage ({args.format}) to {args.output}\n")
-    else:
-        stdout.write(text)
+    _emit(text, args, "the spectral damage", stdout, stderr)
     return EXIT_OK
 
 
@@ -292,13 +291,7 @@ def _run_diff(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     from weightspectra.distances import distances
 
     result = distances(args.a, args.b, top_k=args.top_k, min_evals=args.min_evals)
-    text = result.render(args.format)
-    if args.output is not None:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(text)
-        stderr.write(f"weightspectra: wrote the distances ({args.format}) to {args.output}\n")
-    else:
-        stdout.write(text)
+    _emit(result.render(args.format), args, "the distances", stdout, stderr)
     if args.plot is not None:
         result.plot(args.plot)
         stderr.write(f"weightspectra: wrote the plot to {args.plot}\n")
