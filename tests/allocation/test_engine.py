@@ -211,3 +211,10 @@ def test_a_small_head_is_noted(rng: np.random.Generator) -> None:
     plan = ws.allocate(report, budget=0.5)
     (head,) = [a for a in plan.layers if a.name == "head"]
     assert "only 10 eigenvalues" in head.note
+
+
+def test_a_json_that_is_not_a_report_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "other.json"
+    path.write_text('{"hello": 1}')
+    with pytest.raises(ws.InputError, match="not a weightspectra report"):
+        ws.allocate(path, budget=0.5)

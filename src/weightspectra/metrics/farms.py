@@ -27,17 +27,6 @@ FULL_SCAN_MAX = 16384
 #: Coarse candidates of that search (:func:`~weightspectra.fitting.powerlaw.fit_power_law`).
 COARSE_CANDIDATES = 4096
 
-#: The columns this module fills (the schema declares them).
-FARMS_COLUMNS = (
-    "alpha_farms",
-    "alpha_weighted_farms",
-    "log_alpha_norm_farms",
-    "xmin_farms",
-    "D_farms",
-    "num_farms_windows",
-    "farms_error",
-)
-
 
 def farms_metrics(
     stack: np.ndarray | None,
