@@ -187,3 +187,61 @@ def same_row(a: Any, b: Any) -> bool:
 def cores() -> int:
     """CPU cores this process may use."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def llama_block_weights(directory: Path, block: int = 0) -> dict[str, Any]:
+    """The seven projection matrices of one block of a Llama-shaped checkpoint, as float32."""
+    import numpy as np
+
+    from weightspectra.sources import open_model
+
+    prefix = f"model.layers.{block}."
+    return {
+        e.key.removesuffix(".weight"): np.asarray(e.load(), dtype=np.float32)
+        for e in open_model(str(directory)).entries
+        if e.key.startswith(prefix) and e.key.endswith("proj.weight")
+    }
+
+
+def gram_floor(weights: dict[str, Any], precision: str) -> list[list[object]]:
+    """The linear-algebra floor of each matrix at ``precision`` ("float64"/"float32"): the Gram
+    matrix of its shorter side by BLAS ``syrk``, plus the fastest eigensolver available here
+    (numpy, LAPACK's two-stage, torch's MKL if installed; its import not counted), each timed
+    once on this matrix. The operand is converted and laid out as ``syrk`` reads it (no copy)
+    before its timer starts: the floor counts no conversion, copy or page fault that the
+    arithmetic does not need. Rows: name, syrk s, fastest solver, its s, floor s."""
+    import numpy as np
+    from scipy.linalg.blas import dsyrk, ssyrk
+
+    from weightspectra.backends import solvers
+
+    dtype = np.float64 if precision == "float64" else np.float32
+    syrk = dsyrk if precision == "float64" else ssyrk
+    candidates: dict[str, Callable[[Any], Any]] = {
+        "numpy": np.linalg.eigvalsh,
+        "lapack-2stage": solvers.two_stage_eigvalsh,
+    }
+    if solvers._mkl_usable():
+        candidates["torch-mkl"] = solvers._mkl_eigvalsh
+    rows: list[list[object]] = []
+    for name, w in weights.items():
+        # Gram of the shorter side: syrk(a) = a·aᵀ for a Fortran-ordered (short × long) operand
+        short_first = w if w.shape[0] <= w.shape[1] else w.T
+        operand = np.asfortranarray(short_first.astype(dtype))
+        start = time.perf_counter()
+        gram = syrk(1.0, operand, lower=1)
+        syrk_s = time.perf_counter() - start
+        del operand
+        solve: dict[str, float] = {}
+        for solver, fn in candidates.items():
+            start = time.perf_counter()
+            fn(gram)
+            solve[solver] = time.perf_counter() - start
+        best = min(solve, key=lambda s: solve[s])
+        rows.append([name, syrk_s, best, solve[best], syrk_s + solve[best]])
+    return rows
+
+
+def floor_total(rows: Sequence[Sequence[object]]) -> float:
+    """Sum of the floor column of :func:`gram_floor` rows."""
+    return sum(float(str(r[4])) for r in rows)

@@ -10,6 +10,12 @@ the time ratio float32/float64 (after one untimed float64 run: imports and the p
 warm for both), and over the layers both analyse the worst and median relative error of α,
 xmin, α̂ (alpha_weighted), log-norm, log spectral norm and stable rank, and how many layers
 moved their xmin to another eigenvalue (then α moves more: the fit is a different one).
+
+With ``--llama`` a second table puts the 7B block's time beside its floor: block 0's seven
+matrices analysed alone in each precision (after an untimed run), and the floor of the same
+matrices in each precision (``_common.gram_floor``: ``syrk`` plus the fastest eigensolver, the
+operand prepared before the timer). The floor's float32/float64 ratio is the most any float32
+implementation on these libraries and this CPU could gain.
 """
 
 from __future__ import annotations
@@ -127,6 +133,73 @@ def main() -> None:
         "worst α layer",
     ]
     print(_common.table(headers, rows))
+    llama = _common.BENCH_DATA / "llama7b"
+    if args.llama and (llama / "model.safetensors.index.json").is_file():
+        print()
+        print(block_against_floor(llama))
+
+
+def block_against_floor(directory: Path) -> str:
+    """Block 0 of the 7B checkpoint: ours and the floor in both precisions (a table)."""
+    import sys
+
+    block = [r"model\.layers\.0\."]
+    ws.analyze(directory, layers=block)  # untimed: page cache and imports warm
+    ours: dict[str, float] = {}
+    torch_after: dict[str, bool] = {}
+    for precision in ("float64", "float32"):
+        start = time.perf_counter()
+        ws.analyze(directory, layers=block, precision=precision)
+        ours[precision] = time.perf_counter() - start
+        torch_after[precision] = "torch" in sys.modules
+    weights = _common.llama_block_weights(directory)
+    floor = {p: _common.gram_floor(weights, p) for p in ("float64", "float32")}
+    totals = {p: _common.floor_total(rows) for p, rows in floor.items()}
+    solvers = {p: sorted({str(r[2]) for r in rows}) for p, rows in floor.items()}
+    rows: list[list[object]] = [
+        ["ours", ours["float64"], ours["float32"], f"{ours['float32'] / ours['float64']:.3f}"],
+        [
+            "floor: syrk + fastest solver",
+            totals["float64"],
+            totals["float32"],
+            f"{totals['float32'] / totals['float64']:.3f}",
+        ],
+        [
+            "ours / floor",
+            f"{ours['float64'] / totals['float64']:.3f}",
+            f"{ours['float32'] / totals['float32']:.3f}",
+            "",
+        ],
+        [
+            "floor's fastest solver",
+            ", ".join(solvers["float64"]),
+            ", ".join(solvers["float32"]),
+            "",
+        ],
+        ["torch imported after our run", torch_after["float64"], torch_after["float32"], ""],
+    ]
+    detail = [
+        [name, r64[1], r64[3], r64[2], r32[1], r32[3], r32[2]]
+        for (name, r64, r32) in (
+            (a[0], a, b) for a, b in zip(floor["float64"], floor["float32"], strict=True)
+        )
+    ]
+    return (
+        _common.table(["block 0 (7 matrices)", "float64 s", "float32 s", "f32/f64"], rows)
+        + "\n\n"
+        + _common.table(
+            [
+                "matrix",
+                "syrk f64 s",
+                "solve f64 s",
+                "solver f64",
+                "syrk f32 s",
+                "solve f32 s",
+                "solver f32",
+            ],
+            detail,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -11,9 +11,11 @@ The peer runs in another child on block 0 loaded as float32 torch tensors: ``--p
 7 matrices; ``--peer shapes`` (default, to keep the run short) q_proj, gate_proj and down_proj
 once each, block time projected as 4·q + 2·gate + down; ours is reported both ways too.
 ``--floor`` also times, in this process on the same pinned threads, the float64 floor of block
-0's seven matrices: each matrix already in memory as float32, its Gram matrix by BLAS ``dsyrk``
-in float64, then the fastest of the eigensolvers weightspectra can choose from here (numpy's,
-LAPACK's two-stage, torch's MKL), each timed on it; the block's floor is the sum, beside ours.
+0's seven matrices (``_common.gram_floor``): each matrix already in memory, converted to float64
+and laid out for BLAS ``dsyrk`` before the timer starts, its Gram matrix by ``dsyrk``, then the
+fastest of the eigensolvers weightspectra can choose from here (numpy's, LAPACK's two-stage,
+torch's MKL), each timed on it; the block's floor is the sum, beside ours. (Until 2026-12-01
+the conversion and a layout copy were timed inside the floor, which put ours at 0.825× it.)
 """
 
 from __future__ import annotations
@@ -43,41 +45,6 @@ print(json.dumps({"total": total, "marks": marks, "peak": status()["VmHWM"],
                   "alpha": {r.name: r.metrics["alpha"] for r in report.analysed}}))
 """
 )
-
-
-def floor_block(directory: Path, index: dict[str, str]) -> list[list[object]]:
-    """The float64 floor of block 0: syrk Gram + the fastest available eigensolver, per matrix."""
-    import time
-
-    import numpy as np
-    from scipy.linalg.blas import dsyrk
-
-    from weightspectra.backends import solvers
-    from weightspectra.sources import open_model
-
-    keys = [k for k in index if k.startswith("model.layers.0.") and k.endswith("proj.weight")]
-    entries = {e.key: e for e in open_model(str(directory)).entries}
-    candidates = {
-        "numpy": np.linalg.eigvalsh,
-        "lapack-2stage": solvers.two_stage_eigvalsh,
-    }
-    if solvers._mkl_usable():
-        candidates["torch-mkl"] = solvers._mkl_eigvalsh
-    rows: list[list[object]] = []
-    for key in keys:
-        w = np.asarray(entries[key].load(), dtype=np.float32)
-        short_first = w if w.shape[0] <= w.shape[1] else w.T  # Gram of the smaller side
-        start = time.perf_counter()
-        gram = dsyrk(1.0, short_first.astype(np.float64), lower=1)
-        syrk_s = time.perf_counter() - start
-        solve = {}
-        for name, fn in candidates.items():
-            start = time.perf_counter()
-            fn(gram)
-            solve[name] = time.perf_counter() - start
-        best = min(solve, key=lambda n: solve[n])
-        rows.append([key.removesuffix(".weight"), syrk_s, best, solve[best], syrk_s + solve[best]])
-    return rows
 
 
 PEER_NAMES = {"q": "self_attn.q_proj", "gate": "mlp.gate_proj", "down": "mlp.down_proj"}
@@ -145,8 +112,8 @@ def main() -> None:
         )
     print(_common.table(["ours", "value"], rows), flush=True)
     if args.floor:
-        floor = floor_block(args.dir, index)
-        total = sum(float(r[4]) for r in floor)  # type: ignore[arg-type]
+        floor = _common.gram_floor(_common.llama_block_weights(args.dir), "float64")
+        total = _common.floor_total(floor)
         floor.append(["block 0 floor (7 matrices)", "", "", "", total])
         print()
         print(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -92,6 +93,40 @@ def test_stored_tables_are_per_thread_count_and_corrupt_ones_ignored() -> None:
     assert load_table(2) is None  # another thread count: another key
     path.write_text("{not json")
     assert load_table(1) is None
+
+
+def test_a_table_of_the_previous_format_is_measured_again() -> None:
+    table = _table({512: {Solver.NUMPY: 0.01}})
+    path = save_table(table)
+    assert path is not None
+    data = json.loads(path.read_text())
+    data["format"] = 1  # one timed import, possibly a cold one
+    path.write_text(json.dumps(data))
+    assert load_table(1) is None
+
+
+def test_torch_import_cost_is_the_median_of_fresh_processes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A cold first import (libraries read from disk) must not stand for every later run."""
+    printed = iter(["4.3\n", "0.9\n", "1.1\n"])
+    calls: list[list[str]] = []
+
+    def fake_run(command: list[str], **_: object) -> subprocess.CompletedProcess[str]:
+        calls.append(command)
+        return subprocess.CompletedProcess(command, 0, stdout=next(printed), stderr="")
+
+    monkeypatch.setattr(solvers.subprocess, "run", fake_run)
+    assert solvers.torch_import_seconds(3) == pytest.approx(1.1)
+    assert len(calls) == 3 and all("import torch" in c[-1] for c in calls)
+
+
+def test_torch_import_cost_is_none_when_a_process_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    def failing(command: list[str], **_: object) -> subprocess.CompletedProcess[str]:
+        raise subprocess.CalledProcessError(1, command)
+
+    monkeypatch.setattr(solvers.subprocess, "run", failing)
+    assert solvers.torch_import_seconds(3) is None
 
 
 def test_choice_counts_torch_import_against_the_work_left(

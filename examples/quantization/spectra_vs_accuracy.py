@@ -4,8 +4,8 @@ Digits MLP (3 seeds; the helpers of ``examples/curvature/_digits.py``): train, t
 whole in several ways, round-to-nearest (RTN, symmetric per channel) at 8, 4, 3 and 2 bits,
 GGUF Q8_0 (written as a real .gguf file by the ``gguf`` package and read back by weightspectra's
 GGUF reader), GPTQ 4-bit g32 (the GPTQ algorithm below, calibrated on the training set, packed
-by the GPTQ writer of ``tests/sources/test_quantized.py`` and read back by weightspectra's GPTQ
-reader) and, in the same GPTQ format and grid, plain asymmetric RTN (``rtn4g32``). For each
+in GPTQ's checkpoint layout by ``_gptq_format.py`` and read back by weightspectra's GPTQ reader)
+and, in the same GPTQ format and grid, plain asymmetric RTN (``rtn4g32``). For each
 version: the per-layer spectral damage (``weightspectra.allocation.spectral_damage``), and the
 measured test-accuracy drop and test-loss increase when only that layer is replaced by its
 quantised version. Spearman and Kendall rank correlations between the two, per seed.
@@ -36,8 +36,9 @@ from scipy.stats import spearmanr
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "curvature"))
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests" / "sources"))  # GPTQ writer
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _digits import digits_tensors, mlp, set_threads, train
+from _gptq_format import dequantised, gptq_tensors
 
 import weightspectra as ws
 from weightspectra.allocation import SpectralDamage, keep_at_higher_precision, spectral_damage
@@ -84,18 +85,28 @@ def read_back(path: Path) -> Weights:
     return {e.key: np.asarray(e.load(), dtype=np.float32) for e in ws.open_model(path).entries}
 
 
-def gptq(w: np.ndarray, x: np.ndarray, bits: int, group: int, damp: float = 0.01) -> dict[str, Any]:
+def gptq(
+    w: np.ndarray,
+    x: np.ndarray,
+    bits: int,
+    group: int,
+    damp: float = 0.01,
+    *,
+    compensate: bool = True,
+) -> dict[str, Any]:
     """GPTQ (Frantar et al. 2022, Algorithm 1) of ``w`` (out, in) on calibration inputs ``x``
     (n, in): columns quantised in order, each one's error spread over the later columns through
     the Cholesky factor of the inverse Hessian ``H = 2 XᵀX``; asymmetric min/max grid per group
     of ``group`` input columns, set from the (already updated) weights at the group's start.
-    Returns the parts the test writer packs (codes (in, out), zeros, float16 scales, groups)."""
+    Without ``compensate`` no error is spread: plain round-to-nearest on the same grid.
+    Returns the parts ``_gptq_format`` packs (codes (in, out), zeros, float16 scales, groups)."""
     W = w.astype(np.float64).copy()
     out_f, in_f = W.shape
     H = 2.0 * x.T.astype(np.float64) @ x.astype(np.float64)
     dead = np.diag(H) == 0
     H[dead, dead] = 1.0
-    W[:, dead] = 0.0
+    if compensate:
+        W[:, dead] = 0.0  # an input that is always 0: GPTQ drops its weights
     H += damp * np.mean(np.diag(H)) * np.eye(in_f)
     U = np.linalg.cholesky(np.linalg.inv(H)).T  # upper factor of H⁻¹
     maxq = 2**bits - 1
@@ -112,8 +123,9 @@ def gptq(w: np.ndarray, x: np.ndarray, bits: int, group: int, damp: float = 0.01
             zeros[g] = np.clip(np.round(-lo / scales[g].astype(np.float64)), 0, maxq)
         s = scales[g].astype(np.float64)
         q = np.clip(np.round(W[:, j] / s) + zeros[g], 0, maxq)
-        err = (W[:, j] - s * (q - zeros[g])) / U[j, j]
-        W[:, j + 1 :] -= np.outer(err, U[j, j + 1 :])
+        if compensate:
+            err = (W[:, j] - s * (q - zeros[g])) / U[j, j]
+            W[:, j + 1 :] -= np.outer(err, U[j, j + 1 :])
         codes[j] = q
     return {"q": codes, "zeros": zeros, "scales": scales, "groups": groups}
 
@@ -141,7 +153,6 @@ def write_gptq(
     along outputs) stay float, as GPTQ tools also leave the head. Returns the file and, per
     quantised layer, the relative output error ‖X(Q − W)ᵀ‖² / ‖XWᵀ‖² on the calibration set."""
     import safetensors.numpy as st_numpy
-    import test_quantized as writer  # tests/sources/test_quantized.py: the GPTQ packer
 
     arrays = state_arrays(model)
     inputs = layer_inputs(model, x_cal)
@@ -151,12 +162,9 @@ def write_gptq(
         layer = key.removesuffix(".weight")
         if key.endswith(".weight") and array.ndim == 2 and array.shape[0] % (32 // GPTQ_BITS) == 0:
             x = inputs[layer].astype(np.float64)
-            if compensate:
-                parts = gptq(array, x, GPTQ_BITS, GPTQ_GROUP)
-            else:
-                parts = writer.quantise(array.astype(np.float64), GPTQ_BITS, GPTQ_GROUP)
-            writer.write_layer(tensors, layer, writer.pack_gptq(parts, GPTQ_BITS), None)
-            diff = writer.dequantised(parts).astype(np.float64) - array
+            parts = gptq(array, x, GPTQ_BITS, GPTQ_GROUP, compensate=compensate)
+            tensors.update(gptq_tensors(layer, parts, GPTQ_BITS))
+            diff = dequantised(parts).astype(np.float64) - array
             out_error[layer] = float(np.sum((x @ diff.T) ** 2) / np.sum((x @ array.T) ** 2))
         else:
             tensors[key] = array

@@ -249,7 +249,7 @@ class Distances:
         MissingDependencyError
             If matplotlib is not installed.
         """
-        from weightspectra.report.plots._figure import new_figure, save_figure
+        from weightspectra.report.plots import new_figure, save_figure
 
         fig, axes = new_figure(2, 2, (10, 6), managed=False)
         paired = [r for r in self.rows if not r["reason"]]

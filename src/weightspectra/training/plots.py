@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from weightspectra.report.plots._figure import new_figure
+from weightspectra.report.plots import new_figure
 from weightspectra.training.run import Run
 
 if TYPE_CHECKING:

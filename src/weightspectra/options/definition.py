@@ -1,17 +1,15 @@
-"""Analysis options: one frozen, validated object holding every option of an analysis.
+"""The :class:`Options` object: every option of an analysis as one frozen, validated dataclass.
 
-Each field of :class:`Options` declares, in its metadata, its one-line help and how the command
-line spells it; the CLI builds its flags from these declarations (:func:`option_specs`), so an
-option is added in one place. Enums live in :mod:`weightspectra.enums`.
+Each field declares, in its metadata (:func:`~weightspectra.options.specs.meta`), its one-line
+help and how the command line spells it; the CLI builds its flags from these declarations
+(:func:`option_specs`), so an option is added in one place.
 """
 
 from __future__ import annotations
 
-import math
 import os
-import re
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import Field, dataclass, field, fields, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
 from enum import Enum
 from typing import Any
 
@@ -29,93 +27,12 @@ from weightspectra.errors import OptionError
 from weightspectra.fitting.fingers import FINGERS_ALPHA_DROP, MAX_FINGERS
 from weightspectra.fitting.mp import TW_MULTIPLIER
 from weightspectra.fitting.tpl import P_THRESHOLD
-from weightspectra.fitting.uncertainty import BOOTSTRAP_REPLICATES, CI_LEVEL
+from weightspectra.fitting.uncertainty import CI_LEVEL
+from weightspectra.options.checks import check, check_farms, check_sizes, check_thresholds, is_int
+from weightspectra.options.selectors import as_selector
+from weightspectra.options.specs import DIAG, OptionSpec, meta, spec_of
 
-__all__ = [
-    "Device",
-    "EigenMethod",
-    "Estimator",
-    "LayerType",
-    "OptionSpec",
-    "Options",
-    "Parallel",
-    "Precision",
-    "option_specs",
-    "parse_enum",
-    "selects",
-]
-
-
-@dataclass(frozen=True)
-class OptionSpec:
-    """How one option is shown to users (the CLI flag and its help).
-
-    Attributes
-    ----------
-    name : str
-        Field name of :class:`Options`.
-    help : str
-        One-line help.
-    kind : str
-        ``"bool"``, ``"int"``, ``"float"``, ``"str"``, ``"enum"`` or ``"selector"`` (a list of
-        layer ids, types or name patterns).
-    flag : str
-        Command-line flag (``--no-...`` for a switch that is on by default).
-    default : object
-        The default value.
-    choices : tuple of str
-        Valid values of an enum option.
-    describe : bool
-        Also offered by ``weightspectra describe`` (options that change the plan).
-    group : str
-        The group it is listed in by ``--help``.
-    """
-
-    name: str
-    help: str
-    kind: str
-    flag: str
-    default: Any
-    choices: tuple[str, ...] = ()
-    describe: bool = False
-    group: str = "analysis"
-
-
-#: Group of the random-matrix diagnostics' options (shown apart in ``--help``).
-_DIAG = "random-matrix diagnostics (docs/diagnostics.md)"
-
-
-def _meta(
-    help: str,
-    *,
-    kind: str,
-    flag: str = "",
-    enum: type[Enum] | None = None,
-    describe: bool = False,
-    group: str = "analysis",
-) -> dict[str, Any]:
-    """The metadata of an :class:`Options` field: its help and how the CLI offers it."""
-    return {
-        "help": help,
-        "kind": kind,
-        "flag": flag,
-        "enum": enum,
-        "describe": describe,
-        "group": group,
-    }
-
-
-def _check(ok: bool, name: str, expected: str, value: object) -> None:
-    if not ok:
-        raise OptionError(f"{name} must be {expected}, got {value!r}")
-
-
-def _is_real(value: object) -> bool:
-    return isinstance(value, float | int) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+__all__ = ["Options", "option_specs"]
 
 
 @dataclass(frozen=True)
@@ -248,7 +165,7 @@ class Options:
 
     layers: tuple[int | str | LayerType, ...] | None = field(
         default=None,
-        metadata=_meta(
+        metadata=meta(
             "keep only these layers: ids, types (dense, conv2d, embedding, ...) or name "
             "regexes, comma-separated; repeatable",
             kind="selector",
@@ -257,19 +174,17 @@ class Options:
     )
     exclude: tuple[int | str | LayerType, ...] = field(
         default=(),
-        metadata=_meta(
-            "drop these layers (same forms as --layers)", kind="selector", describe=True
-        ),
+        metadata=meta("drop these layers (same forms as --layers)", kind="selector", describe=True),
     )
     min_evals: int = field(
-        default=8, metadata=_meta("skip smaller ESDs (default: 8)", kind="int", describe=True)
+        default=8, metadata=meta("skip smaller ESDs (default: 8)", kind="int", describe=True)
     )
     max_evals: int | None = field(
-        default=None, metadata=_meta("skip layers with larger M", kind="int", describe=True)
+        default=None, metadata=meta("skip layers with larger M", kind="int", describe=True)
     )
     pool: bool = field(
         default=True,
-        metadata=_meta(
+        metadata=meta(
             "one row per convolution kernel position instead of a pooled ESD",
             kind="bool",
             describe=True,
@@ -277,7 +192,7 @@ class Options:
     )
     normalize: bool = field(
         default=False,
-        metadata=_meta(
+        metadata=meta(
             "eigenvalues of WᵀW/N (theory convention); changes every norm",
             kind="bool",
             describe=True,
@@ -285,7 +200,7 @@ class Options:
     )
     conv_scaling: bool = field(
         default=True,
-        metadata=_meta(
+        metadata=meta(
             "do not scale convolution slices by √(1/2) (pooled) or √(rf/2) as the peer does",
             kind="bool",
             describe=True,
@@ -293,7 +208,7 @@ class Options:
     )
     split_fused_qkv: bool = field(
         default=False,
-        metadata=_meta(
+        metadata=meta(
             "split fused attention projections (GPT-2 c_attn) into Q, K, V",
             kind="bool",
             flag="--split-qkv",
@@ -302,11 +217,11 @@ class Options:
     )
     eig_method: EigenMethod = field(
         default=EigenMethod.GRAM,
-        metadata=_meta("gram (fast, default) or svd (exact, slow)", kind="enum", enum=EigenMethod),
+        metadata=meta("gram (fast, default) or svd (exact, slow)", kind="enum", enum=EigenMethod),
     )
     precision: Precision = field(
         default=Precision.FLOAT64,
-        metadata=_meta(
+        metadata=meta(
             "precision of the eigenvalue computation (default: float64)",
             kind="enum",
             enum=Precision,
@@ -314,7 +229,7 @@ class Options:
     )
     estimator: Estimator = field(
         default=Estimator.PLAIN,
-        metadata=_meta(
+        metadata=meta(
             "plain α only, or also FARMS α (alpha_farms: fixed-aspect-ratio submatrices)",
             kind="enum",
             enum=Estimator,
@@ -322,29 +237,29 @@ class Options:
     )
     farms_ratio: float = field(
         default=1.0,
-        metadata=_meta("aspect ratio long/short of each FARMS window (≥ 1)", kind="float"),
+        metadata=meta("aspect ratio long/short of each FARMS window (≥ 1)", kind="float"),
     )
     farms_window: int | None = field(
         default=None,
-        metadata=_meta(
+        metadata=meta(
             "short side of each FARMS window (default: the largest that fits)", kind="int"
         ),
     )
     farms_stride: float = field(
         default=0.5,
-        metadata=_meta(
+        metadata=meta(
             "FARMS window step as a fraction of the window (0.5: half overlap)", kind="float"
         ),
     )
     device: Device = field(
         default=Device.CPU,
-        metadata=_meta(
+        metadata=meta(
             "cpu (numpy), cuda (torch on a GPU) or auto (GPU if present)", kind="enum", enum=Device
         ),
     )
     workers: int = field(
         default=1,
-        metadata=_meta(
+        metadata=meta(
             "tensors analysed in parallel; BLAS threads are split so that workers × threads ≤ "
             "cores (default: 1)",
             kind="int",
@@ -352,7 +267,7 @@ class Options:
     )
     parallel: Parallel = field(
         default=Parallel.AUTO,
-        metadata=_meta(
+        metadata=meta(
             "how --workers run: forked processes (scale on small layers too; Linux), "
             "threads, or auto (processes where possible; threads with a GPU)",
             kind="enum",
@@ -361,7 +276,7 @@ class Options:
     )
     cache: str | None = field(
         default=None,
-        metadata=_meta(
+        metadata=meta(
             "store each layer's result in DIR; a rerun (e.g. after an interruption) "
             "recomputes only what is missing",
             kind="str",
@@ -369,165 +284,163 @@ class Options:
     )
     mp_fit: bool = field(
         default=True,
-        metadata=_meta("skip the Marchenko–Pastur fit and the phases", kind="bool", group=_DIAG),
+        metadata=meta("skip the Marchenko–Pastur fit and the phases", kind="bool", group=DIAG),
     )
     tw_multiplier: float = field(
         default=TW_MULTIPLIER,
-        metadata=_meta(
-            "spikes lie above λ₊ + this × the Tracy–Widom scale", kind="float", group=_DIAG
+        metadata=meta(
+            "spikes lie above λ₊ + this × the Tracy–Widom scale", kind="float", group=DIAG
         ),
     )
     mp_max_ks: float = field(
         default=0.05,
-        metadata=_meta("largest KS distance of an MP bulk that fits", kind="float", group=_DIAG),
+        metadata=meta("largest KS distance of an MP bulk that fits", kind="float", group=DIAG),
     )
     spike_rel_gap: float = field(
         default=0.1,
-        metadata=_meta(
+        metadata=meta(
             "eigenvalues above λ₊·(1 + this) are spikes, not bleeding-out",
             kind="float",
-            group=_DIAG,
+            group=DIAG,
         ),
     )
     bulk_decay_share: float = field(
         default=0.05,
-        metadata=_meta(
-            "share beyond the MP edge from which the phase is bulk-decay", kind="float", group=_DIAG
+        metadata=meta(
+            "share beyond the MP edge from which the phase is bulk-decay", kind="float", group=DIAG
         ),
     )
     heavy_share: float = field(
         default=0.10,
-        metadata=_meta(
+        metadata=meta(
             "share beyond the MP edge from which the phase may be heavy-tailed",
             kind="float",
-            group=_DIAG,
+            group=DIAG,
         ),
     )
     rank_collapse_share: float = field(
         default=0.10,
-        metadata=_meta(
+        metadata=meta(
             "share of zero eigenvalues from which the phase is rank-collapse",
             kind="float",
-            group=_DIAG,
+            group=DIAG,
         ),
     )
     heavy_alpha_max: float = field(
-        default=6.0, metadata=_meta("largest α of a heavy-tailed phase", kind="float", group=_DIAG)
+        default=6.0, metadata=meta("largest α of a heavy-tailed phase", kind="float", group=DIAG)
     )
     over_trained_alpha: float = field(
         default=2.0,
-        metadata=_meta(
-            "α below this is flagged over-trained (and coloured so)", kind="float", group=_DIAG
+        metadata=meta(
+            "α below this is flagged over-trained (and coloured so)", kind="float", group=DIAG
         ),
     )
     under_trained_alpha: float = field(
         default=6.0,
-        metadata=_meta(
-            "α above this is flagged under-trained (and coloured so)", kind="float", group=_DIAG
+        metadata=meta(
+            "α above this is flagged under-trained (and coloured so)", kind="float", group=DIAG
         ),
     )
     spurious_alpha: float = field(
-        default=8.0, metadata=_meta("α above this is a spurious fit", kind="float", group=_DIAG)
+        default=8.0, metadata=meta("α above this is a spurious fit", kind="float", group=DIAG)
     )
     min_tail: int | None = field(
         default=None,
-        metadata=_meta(
-            "fits with a shorter tail are spurious (default 10)", kind="int", group=_DIAG
-        ),
+        metadata=meta("fits with a shorter tail are spurious (default 10)", kind="int", group=DIAG),
     )
     randomize: bool = field(
         default=False,
-        metadata=_meta(
+        metadata=meta(
             "shuffle each matrix (seeded) to find correlation traps; one more eigenvalue "
             "computation per layer",
             kind="bool",
-            group=_DIAG,
+            group=DIAG,
         ),
     )
     seed: int = field(
-        default=0, metadata=_meta("seed of every random step (default 0)", kind="int", group=_DIAG)
+        default=0, metadata=meta("seed of every random step (default 0)", kind="int", group=DIAG)
     )
     bootstrap: int = field(
         default=0,
-        metadata=_meta(
+        metadata=meta(
             "B bootstrap refits for an α interval (default 0: off; costs B fits per layer)",
             kind="int",
-            group=_DIAG,
+            group=DIAG,
         ),
     )
     bootstrap_method: BootstrapMethod = field(
         default=BootstrapMethod.FULL,
-        metadata=_meta(
-            "resampling scheme of the bootstrap", kind="enum", group=_DIAG, enum=BootstrapMethod
+        metadata=meta(
+            "resampling scheme of the bootstrap", kind="enum", group=DIAG, enum=BootstrapMethod
         ),
     )
     ci_level: float = field(
         default=CI_LEVEL,
-        metadata=_meta("coverage of the bootstrap interval", kind="float", group=_DIAG),
+        metadata=meta("coverage of the bootstrap interval", kind="float", group=DIAG),
     )
     fingers: bool = field(
         default=False,
-        metadata=_meta("try removing outlying top eigenvalues (fingers)", kind="bool", group=_DIAG),
+        metadata=meta("try removing outlying top eigenvalues (fingers)", kind="bool", group=DIAG),
     )
     max_fingers: int = field(
         default=MAX_FINGERS,
-        metadata=_meta("most top eigenvalues the fingers fix tries", kind="int", group=_DIAG),
+        metadata=meta("most top eigenvalues the fingers fix tries", kind="int", group=DIAG),
     )
     fingers_alpha_drop: float = field(
         default=FINGERS_ALPHA_DROP,
-        metadata=_meta(
-            "α decrease that makes a fingers removal worthwhile", kind="float", group=_DIAG
+        metadata=meta(
+            "α decrease that makes a fingers removal worthwhile", kind="float", group=DIAG
         ),
     )
     compare_fits: bool = field(
         default=False,
-        metadata=_meta(
+        metadata=meta(
             "likelihood-ratio tests of the power law against exponential, log-normal and "
             "truncated power law",
             kind="bool",
-            group=_DIAG,
+            group=DIAG,
         ),
     )
     p_threshold: float = field(
         default=P_THRESHOLD,
-        metadata=_meta("significance level of the comparisons", kind="float", group=_DIAG),
+        metadata=meta("significance level of the comparisons", kind="float", group=DIAG),
     )
     detx: bool = field(
-        default=True, metadata=_meta("skip the detX / ERG columns", kind="bool", group=_DIAG)
+        default=True, metadata=meta("skip the detX / ERG columns", kind="bool", group=DIAG)
     )
     collapse_z: float = field(
         default=3.5,
-        metadata=_meta(
+        metadata=meta(
             "robust z-score below which a layer's spectral norm is collapsed",
             kind="float",
-            group=_DIAG,
+            group=DIAG,
         ),
     )
     collapse_decades: float = field(
         default=0.5,
-        metadata=_meta(
-            "decades below its group's median a collapsed layer must lie", kind="float", group=_DIAG
+        metadata=meta(
+            "decades below its group's median a collapsed layer must lie", kind="float", group=DIAG
         ),
     )
     collapse_min_group: int = field(
         default=3,
-        metadata=_meta(
+        metadata=meta(
             "smallest group of same-shaped layers judged for scale collapse",
             kind="int",
-            group=_DIAG,
+            group=DIAG,
         ),
     )
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
         if self.layers is not None:
-            set_(self, "layers", _as_selector(self.layers, "layers"))
-        set_(self, "exclude", _as_selector(self.exclude, "exclude"))
+            set_(self, "layers", as_selector(self.layers, "layers"))
+        set_(self, "exclude", as_selector(self.exclude, "exclude"))
         for f in fields(self):
             enum = f.metadata.get("enum")
             if enum is not None:
                 set_(self, f.name, parse_enum(enum, getattr(self, f.name), f.name))
-        if not _is_int(self.workers) or self.workers < 1:
+        if not is_int(self.workers) or self.workers < 1:
             raise OptionError(
                 f"workers must be a positive integer (tensors analysed in parallel), got "
                 f"{self.workers!r}; use workers=1 for a serial run"
@@ -541,105 +454,10 @@ class Options:
         for f in fields(self):
             if f.metadata.get("kind") == "bool":
                 value = getattr(self, f.name)
-                _check(isinstance(value, bool), f.name, "True or False", value)
-        self._check_sizes()
-        self._check_thresholds()
-        self._check_farms()
-
-    def _check_sizes(self) -> None:
-        for name in ("min_evals", "max_evals"):
-            value = getattr(self, name)
-            if value is None and name == "max_evals":
-                continue
-            _check(_is_int(value) and value >= 1, name, "a positive integer", value)
-        if self.max_evals is not None and self.max_evals < self.min_evals:
-            raise OptionError(
-                f"max_evals={self.max_evals} is below min_evals={self.min_evals}; "
-                "raise max_evals or lower min_evals"
-            )
-        if self.min_tail is not None:
-            _check(
-                _is_int(self.min_tail) and self.min_tail >= 2,
-                "min_tail",
-                "None or an integer ≥ 2",
-                self.min_tail,
-            )
-        _check(_is_int(self.seed) and self.seed >= 0, "seed", "an integer ≥ 0", self.seed)
-        _check(
-            _is_int(self.bootstrap) and (self.bootstrap == 0 or self.bootstrap >= 10),
-            "bootstrap",
-            f"0 (off) or an integer ≥ 10, e.g. {BOOTSTRAP_REPLICATES}",
-            self.bootstrap,
-        )
-        _check(
-            _is_int(self.max_fingers) and self.max_fingers >= 1,
-            "max_fingers",
-            "a positive integer",
-            self.max_fingers,
-        )
-        _check(
-            _is_int(self.collapse_min_group) and self.collapse_min_group >= 2,
-            "collapse_min_group",
-            "an integer ≥ 2",
-            self.collapse_min_group,
-        )
-
-    def _check_farms(self) -> None:
-        _check(
-            _is_real(self.farms_ratio) and self.farms_ratio >= 1,
-            "farms_ratio",
-            "a finite number ≥ 1 (1: square windows)",
-            self.farms_ratio,
-        )
-        _check(
-            _is_real(self.farms_stride) and 0 < self.farms_stride <= 1,
-            "farms_stride",
-            "a fraction in (0, 1] of the window (1: windows side by side)",
-            self.farms_stride,
-        )
-        if self.farms_window is not None:
-            _check(
-                _is_int(self.farms_window) and self.farms_window >= 2,
-                "farms_window",
-                "None (the largest window that fits) or an integer ≥ 2",
-                self.farms_window,
-            )
-
-    def _check_thresholds(self) -> None:
-        for name in ("tw_multiplier", "fingers_alpha_drop", "collapse_z"):
-            value = getattr(self, name)
-            _check(_is_real(value) and value > 0, name, "a positive finite number", value)
-        for name in ("spike_rel_gap", "collapse_decades"):
-            value = getattr(self, name)
-            _check(_is_real(value) and value >= 0, name, "a finite number ≥ 0", value)
-        for name in (
-            "mp_max_ks",
-            "bulk_decay_share",
-            "heavy_share",
-            "rank_collapse_share",
-            "ci_level",
-            "p_threshold",
-        ):
-            value = getattr(self, name)
-            _check(_is_real(value) and 0 < value < 1, name, "a number in (0, 1)", value)
-        if self.heavy_share < self.bulk_decay_share:
-            raise OptionError(
-                f"heavy_share={self.heavy_share} is below bulk_decay_share="
-                f"{self.bulk_decay_share}; raise heavy_share or lower bulk_decay_share"
-            )
-        for name in (
-            "heavy_alpha_max",
-            "over_trained_alpha",
-            "under_trained_alpha",
-            "spurious_alpha",
-        ):
-            value = getattr(self, name)
-            _check(_is_real(value) and value > 1, name, "a finite number > 1", value)
-        if not self.over_trained_alpha < self.under_trained_alpha <= self.spurious_alpha:
-            raise OptionError(
-                "expected over_trained_alpha < under_trained_alpha ≤ spurious_alpha, got "
-                f"{self.over_trained_alpha}, {self.under_trained_alpha}, {self.spurious_alpha}"
-            )
+                check(isinstance(value, bool), f.name, "True or False", value)
+        check_sizes(self)
+        check_thresholds(self)
+        check_farms(self)
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> Options:
@@ -688,77 +506,6 @@ class Options:
         return out
 
 
-def _spec(f: Field[Any]) -> OptionSpec:
-    meta = f.metadata
-    default = f.default
-    flag = meta["flag"] or ("--no-" if default is True else "--") + f.name.replace("_", "-")
-    enum = meta.get("enum")
-    return OptionSpec(
-        name=f.name,
-        help=meta["help"],
-        kind=meta["kind"],
-        flag=flag,
-        default=default.value if isinstance(default, Enum) else default,
-        choices=tuple(str(m.value) for m in enum) if enum is not None else (),
-        describe=meta["describe"],
-        group=meta["group"],
-    )
-
-
 def option_specs() -> tuple[OptionSpec, ...]:
     """How every option is offered on the command line, in declaration order."""
-    return tuple(_spec(f) for f in fields(Options))
-
-
-def _as_selector(
-    values: Iterable[int | str | LayerType] | int | str | LayerType, option: str
-) -> tuple[int | str | LayerType, ...]:
-    single = isinstance(values, (int, str, LayerType))
-    items: Sequence[Any] = [values] if single else list(values)  # type: ignore[arg-type]
-    out: list[int | str | LayerType] = []
-    type_names = {t.value for t in LayerType}
-    for item in items:
-        if isinstance(item, LayerType):
-            out.append(item)
-        elif isinstance(item, bool):
-            raise OptionError(f"{option}: {item!r} is not a layer id, type or name pattern")
-        elif isinstance(item, int):
-            if item < 0:
-                raise OptionError(
-                    f"{option}: layer id {item} is negative; use exclude=[{-item}] to drop a layer"
-                )
-            out.append(item)
-        elif isinstance(item, str):
-            if item.lower() in type_names:
-                out.append(LayerType(item.lower()))
-            else:
-                try:
-                    re.compile(item)
-                except re.error as exc:
-                    raise OptionError(
-                        f"{option}: {item!r} is neither a layer type "
-                        f"({', '.join(sorted(type_names))}) nor a valid regular expression: {exc}"
-                    ) from exc
-                out.append(item)
-        else:
-            raise OptionError(
-                f"{option}: {item!r} ({type(item).__name__}) is not a layer id (int), "
-                "layer type or name pattern (str)"
-            )
-    return tuple(out)
-
-
-def selects(
-    selector: tuple[int | str | LayerType, ...], layer_id: int, name: str, layer_type: LayerType
-) -> bool:
-    """True if a layer matches any item of ``selector`` (id, type, or regex searched in name)."""
-    for item in selector:
-        if isinstance(item, LayerType):
-            if item is layer_type:
-                return True
-        elif isinstance(item, int):
-            if item == layer_id:
-                return True
-        elif re.search(item, name):
-            return True
-    return False
+    return tuple(spec_of(f) for f in fields(Options))
