@@ -12,9 +12,10 @@ xmin, α̂ (alpha_weighted), log-norm, log spectral norm and stable rank, and ho
 moved their xmin to another eigenvalue (then α moves more: the fit is a different one).
 
 With ``--llama`` a second table puts the 7B block's time beside its floor: block 0's seven
-matrices analysed alone in each precision (after an untimed run), and the floor of the same
-matrices in each precision (``_common.gram_floor``: ``syrk`` plus the fastest eigensolver, the
-operand prepared before the timer). The floor's float32/float64 ratio is the most any float32
+matrices analysed alone in each precision, and the floor of the same matrices in each precision
+(``_common.gram_floor``: ``syrk`` plus the fastest eigensolver, the operand prepared before the
+timer), the two measured alternately, best of ``--repeats`` each
+(``_common.block_against_floor``). The floor's float32/float64 ratio is the most any float32
 implementation on these libraries and this CPU could gain.
 """
 
@@ -107,6 +108,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--llama", action="store_true", help="also the 7B-shaped block (slow)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--repeats", type=int, default=2, help="runs of each side of the 7B block's floor table"
+    )
     args = parser.parse_args()
     warnings.simplefilter("ignore", ws.NumericalWarning)  # clipped round-off, both modes
     print(_common.machine_line(THREADS))
@@ -136,56 +140,37 @@ def main() -> None:
     llama = _common.BENCH_DATA / "llama7b"
     if args.llama and (llama / "model.safetensors.index.json").is_file():
         print()
-        print(block_against_floor(llama))
+        print(block_table(llama, args.repeats))
 
 
-def block_against_floor(directory: Path) -> str:
-    """Block 0 of the 7B checkpoint: ours and the floor in both precisions (a table)."""
-    import sys
-
-    block = [r"model\.layers\.0\."]
-    ws.analyze(directory, layers=block)  # untimed: page cache and imports warm
-    ours: dict[str, float] = {}
-    torch_after: dict[str, bool] = {}
-    for precision in ("float64", "float32"):
-        start = time.perf_counter()
-        ws.analyze(directory, layers=block, precision=precision)
-        ours[precision] = time.perf_counter() - start
-        torch_after[precision] = "torch" in sys.modules
-    weights = _common.llama_block_weights(directory)
-    floor = {p: _common.gram_floor(weights, p) for p in ("float64", "float32")}
-    totals = {p: _common.floor_total(rows) for p, rows in floor.items()}
-    solvers = {p: sorted({str(r[2]) for r in rows}) for p, rows in floor.items()}
+def block_table(directory: Path, repeats: int) -> str:
+    """Block 0 of the 7B checkpoint: ours and the floor in both precisions (two tables)."""
+    found = _common.block_against_floor(directory, ("float64", "float32"), repeats)
+    f64, f32 = found["float64"], found["float32"]
+    solvers = {p: ", ".join(sorted({str(r[2]) for r in e["rows"]})) for p, e in found.items()}
     rows: list[list[object]] = [
-        ["ours", ours["float64"], ours["float32"], f"{ours['float32'] / ours['float64']:.3f}"],
+        ["ours", f64["ours"], f32["ours"], f"{f32['ours'] / f64['ours']:.3f}"],
         [
             "floor: syrk + fastest solver",
-            totals["float64"],
-            totals["float32"],
-            f"{totals['float32'] / totals['float64']:.3f}",
+            f64["floor"],
+            f32["floor"],
+            f"{f32['floor'] / f64['floor']:.3f}",
         ],
         [
             "ours / floor",
-            f"{ours['float64'] / totals['float64']:.3f}",
-            f"{ours['float32'] / totals['float32']:.3f}",
+            f"{f64['ours'] / f64['floor']:.3f}",
+            f"{f32['ours'] / f32['floor']:.3f}",
             "",
         ],
-        [
-            "floor's fastest solver",
-            ", ".join(solvers["float64"]),
-            ", ".join(solvers["float32"]),
-            "",
-        ],
-        ["torch imported after our run", torch_after["float64"], torch_after["float32"], ""],
+        ["floor's fastest solver", solvers["float64"], solvers["float32"], ""],
     ]
     detail = [
-        [name, r64[1], r64[3], r64[2], r32[1], r32[3], r32[2]]
-        for (name, r64, r32) in (
-            (a[0], a, b) for a, b in zip(floor["float64"], floor["float32"], strict=True)
-        )
+        [a[0], a[1], a[3], a[2], b[1], b[3], b[2]]
+        for a, b in zip(f64["rows"], f32["rows"], strict=True)
     ]
+    title = f"block 0 (7 matrices), best of {repeats} each, measured alternately"
     return (
-        _common.table(["block 0 (7 matrices)", "float64 s", "float32 s", "f32/f64"], rows)
+        _common.table([title, "float64 s", "float32 s", "f32/f64"], rows)
         + "\n\n"
         + _common.table(
             [

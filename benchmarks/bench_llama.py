@@ -14,8 +14,11 @@ once each, block time projected as 4·q + 2·gate + down; ours is reported both 
 0's seven matrices (``_common.gram_floor``): each matrix already in memory, converted to float64
 and laid out for BLAS ``dsyrk`` before the timer starts, its Gram matrix by ``dsyrk``, then the
 fastest of the eigensolvers weightspectra can choose from here (numpy's, LAPACK's two-stage,
-torch's MKL), each timed on it; the block's floor is the sum, beside ours. (Until 2026-12-01
-the conversion and a layout copy were timed inside the floor, which put ours at 0.825× it.)
+torch's MKL), each timed on it; the block's floor is the sum. Beside it, ours on block 0 alone
+in this process; the two are measured alternately, best of ``--repeats`` each
+(``_common.block_against_floor``), so that a slow spell of a shared machine falls on both. (Until
+2026-12-01 the conversion and a layout copy were timed inside the floor, which put ours at 0.825×
+it; and ours was the child's block-0 time, measured minutes before the floor.)
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ def main() -> None:
     parser.add_argument("--peer", choices=["shapes", "block", "none"], default="shapes")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--floor", action="store_true", help="also block 0's float64 floor")
+    parser.add_argument("--repeats", type=int, default=2, help="runs of each side of --floor")
     args = parser.parse_args()
     index = json.loads((args.dir / "model.safetensors.index.json").read_text())["weight_map"]
     blocks = sorted({int(m.group(1)) for k in index if (m := re.search(r"layers\.(\d+)\.", k))})
@@ -112,16 +116,17 @@ def main() -> None:
         )
     print(_common.table(["ours", "value"], rows), flush=True)
     if args.floor:
-        floor = _common.gram_floor(_common.llama_block_weights(args.dir), "float64")
-        total = _common.floor_total(floor)
-        floor.append(["block 0 floor (7 matrices)", "", "", "", total])
+        found = _common.block_against_floor(args.dir, ("float64",), args.repeats)["float64"]
+        floor = [*found["rows"], ["block 0 floor (7 matrices)", "", "", "", found["floor"]]]
         print()
         print(
             _common.table(["matrix", "syrk f64 s", "fastest solver", "solve s", "floor s"], floor)
         )
-        ours_block0 = block_t[0] if args.workers == 1 else per_block
         print(
-            f"ours block 0: {ours_block0:.2f} s = {ours_block0 / total:.3f} × the floor", flush=True
+            f"ours block 0 analysed alone in this process: {found['ours']:.2f} s = "
+            f"{found['ours'] / found['floor']:.3f} × the floor (best of {args.repeats} each, "
+            "measured alternately)",
+            flush=True,
         )
 
     if args.peer == "none":
