@@ -217,12 +217,8 @@ def gram_floor(weights: dict[str, Any], precision: str) -> list[list[object]]:
 
     dtype = np.float64 if precision == "float64" else np.float32
     syrk = dsyrk if precision == "float64" else ssyrk
-    candidates: dict[str, Callable[[Any], Any]] = {
-        "numpy": np.linalg.eigvalsh,
-        "lapack-2stage": solvers.two_stage_eigvalsh,
-    }
-    if solvers._mkl_usable():
-        candidates["torch-mkl"] = solvers._mkl_eigvalsh
+    # the candidates weightspectra itself chooses from here, by the same routines
+    candidates = {s.value: solvers.ROUTINES[s] for s in solvers.available_solvers(with_mkl=True)}
     rows: list[list[object]] = []
     for name, w in weights.items():
         # Gram of the shorter side: syrk(a) = a·aᵀ for a Fortran-ordered (short × long) operand
@@ -274,6 +270,7 @@ def block_against_floor(
             ws.analyze(directory, layers=block, precision=precision)
             entry["ours"] = min(entry["ours"], time.perf_counter() - start)
             rows = gram_floor(weights, precision)
-            if floor_total(rows) < entry["floor"]:
-                entry["floor"], entry["rows"] = floor_total(rows), rows
+            total = floor_total(rows)
+            if total < entry["floor"]:
+                entry["floor"], entry["rows"] = total, rows
     return found

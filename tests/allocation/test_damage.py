@@ -24,7 +24,8 @@ from weightspectra.allocation import (
     keep_at_higher_precision,
     spectral_damage,
 )
-from weightspectra.allocation.damage import TABLE_COLUMNS, damage_score
+from weightspectra.allocation.damage import damage_score
+from weightspectra.allocation.damage_result import TABLE_COLUMNS
 
 #: Differences of stored metrics are exact subtractions of the same floats.
 EXACT = 0.0

@@ -28,29 +28,24 @@ from weightspectra.allocation.solve import AllocationError, offsets, round_down,
 from weightspectra.enums import AllocationKind, AllocationMapping
 
 if TYPE_CHECKING:
-    from weightspectra.allocation.damage import (
-        LayerDamage,
-        SpectralDamage,
-        UnpairedLayer,
-        keep_at_higher_precision,
-        spectral_damage,
-    )
+    from weightspectra.allocation.damage import keep_at_higher_precision, spectral_damage
+    from weightspectra.allocation.damage_result import LayerDamage, SpectralDamage, UnpairedLayer
 
 #: Loaded on first use: the damage report pairs two reports through ``distances``, which the
 #: CLI's ``allocate`` command does not need at start-up.
-_LAZY = (
-    "LayerDamage",
-    "SpectralDamage",
-    "UnpairedLayer",
-    "keep_at_higher_precision",
-    "spectral_damage",
-)
+_LAZY = {
+    "LayerDamage": "weightspectra.allocation.damage_result",
+    "SpectralDamage": "weightspectra.allocation.damage_result",
+    "UnpairedLayer": "weightspectra.allocation.damage_result",
+    "keep_at_higher_precision": "weightspectra.allocation.damage",
+    "spectral_damage": "weightspectra.allocation.damage",
+}
 
 
 def __getattr__(name: str) -> Any:
     if name not in _LAZY:
         raise AttributeError(f"module 'weightspectra.allocation' has no attribute {name!r}")
-    value = getattr(importlib.import_module("weightspectra.allocation.damage"), name)
+    value = getattr(importlib.import_module(_LAZY[name]), name)
     globals()[name] = value
     return value
 

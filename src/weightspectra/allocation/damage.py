@@ -34,29 +34,17 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
-from weightspectra.allocation.damage_result import (
-    JSON_KIND,
-    JSON_VERSION,
-    TABLE_COLUMNS,
-    LayerDamage,
-    SpectralDamage,
-    UnpairedLayer,
-)
+from weightspectra.allocation.damage_result import LayerDamage, SpectralDamage, UnpairedLayer
 from weightspectra.distances import log_esd_w1
 from weightspectra.enums import Reason, Status
 from weightspectra.errors import InputError, OptionError, UnsupportedInputError
 from weightspectra.report.results import LayerResult, Report
 from weightspectra.sources.delta import pair_keys
 
+# The result types live in damage_result (documented there); only the computation is listed.
 __all__ = [
     "HEAVY_ALPHA_MAX",
-    "JSON_KIND",
-    "JSON_VERSION",
     "SPECTRUM_NEUTRAL_OPTIONS",
-    "TABLE_COLUMNS",
-    "LayerDamage",
-    "SpectralDamage",
-    "UnpairedLayer",
     "damage_score",
     "keep_at_higher_precision",
     "spectral_damage",
